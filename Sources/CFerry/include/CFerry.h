@@ -1,0 +1,85 @@
+// One umbrella header for every C library Ferry links: liblz4, libzstd, libcrypto (OpenSSL),
+// libcurl, liburing and zlib. They must live in one module: curl.h and liburing.h both include
+// <sys/select.h>, and two system modules that do so fail to build together.
+//
+// Variadic C functions are not imported into Swift (curl_easy_setopt, curl_easy_getinfo,
+// ioctl, fcntl), so each gets a `static inline` non-variadic wrapper per argument type here.
+// Symbols are prefixed `cferry_`. Nothing in this header is public API of Ferry.
+#ifndef CFERRY_H
+#define CFERRY_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/uio.h>
+#include <sys/fanotify.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <sys/wait.h>
+#include <linux/falloc.h>
+#include <poll.h>
+#include <signal.h>
+
+#include <lz4.h>
+#include <lz4hc.h>
+#include <zstd.h>
+#include <zlib.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <curl/curl.h>
+#include <liburing.h>
+
+// MARK: libcurl (curl_easy_setopt / curl_easy_getinfo are variadic)
+static inline CURLcode cferry_curl_setopt_long(CURL *h, CURLoption o, long v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_off(CURL *h, CURLoption o, curl_off_t v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_ptr(CURL *h, CURLoption o, const void *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_str(CURL *h, CURLoption o, const char *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return curl_easy_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_write(CURL *h, CURLoption o, size_t (*f)(char *, size_t, size_t, void *)) { return curl_easy_setopt(h, o, f); }
+static inline CURLcode cferry_curl_setopt_read(CURL *h, CURLoption o, size_t (*f)(char *, size_t, size_t, void *)) { return curl_easy_setopt(h, o, f); }
+static inline CURLcode cferry_curl_setopt_xferinfo(CURL *h, CURLoption o, int (*f)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t)) { return curl_easy_setopt(h, o, f); }
+static inline CURLcode cferry_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
+static inline CURLcode cferry_curl_getinfo_off(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
+static inline CURLcode cferry_curl_getinfo_str(CURL *h, CURLINFO i, char **v) { return curl_easy_getinfo(h, i, v); }
+static inline CURLcode cferry_curl_getinfo_double(CURL *h, CURLINFO i, double *v) { return curl_easy_getinfo(h, i, v); }
+static inline CURLMcode cferry_curl_multi_setopt_long(CURLM *h, CURLMoption o, long v) { return curl_multi_setopt(h, o, v); }
+static inline CURLSHcode cferry_curl_share_setopt_long(CURLSH *h, CURLSHoption o, long v) { return curl_share_setopt(h, o, v); }
+static inline CURLcode cferry_curl_setopt_share(CURL *h, CURLoption o, CURLSH *v) { return curl_easy_setopt(h, o, v); }
+
+// MARK: ioctl / fcntl (variadic)
+static inline int cferry_ioctl_ulong(int fd, unsigned long req, unsigned long arg) { return ioctl(fd, req, arg); }
+static inline int cferry_ioctl_ptr(int fd, unsigned long req, void *arg) { return ioctl(fd, req, arg); }
+static inline int cferry_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+static inline int cferry_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+static inline int cferry_openat(int dirfd, const char *path, int flags, mode_t mode) { return openat(dirfd, path, flags, mode); }
+
+// MARK: errno (a macro in glibc)
+static inline int cferry_errno(void) { return errno; }
+static inline void cferry_set_errno(int e) { errno = e; }
+
+// MARK: device numbers (macros in glibc)
+static inline unsigned int cferry_major(dev_t d) { return major(d); }
+static inline unsigned int cferry_minor(dev_t d) { return minor(d); }
+static inline dev_t cferry_makedev(unsigned int ma, unsigned int mi) { return makedev(ma, mi); }
+
+// MARK: wait status macros
+static inline int cferry_wifexited(int s) { return WIFEXITED(s); }
+static inline int cferry_wexitstatus(int s) { return WEXITSTATUS(s); }
+
+// MARK: zlib (inflateInit2 is a macro)
+static inline int cferry_inflate_init2(z_stream *s, int windowBits) { return inflateInit2(s, windowBits); }
+static inline int cferry_deflate_init2(z_stream *s, int level, int windowBits) {
+    return deflateInit2(s, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY);
+}
+
+#endif

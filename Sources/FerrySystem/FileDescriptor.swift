@@ -1,0 +1,156 @@
+internal import CFerry
+
+/// An owned file descriptor with the handful of calls Ferry's data paths need.
+///
+/// Every call retries `EINTR` and turns `-1` into `SystemError.syscall` naming the call and
+/// the path the descriptor was opened from. `close()` must be called exactly once.
+public struct FileDescriptor: Sendable {
+    /// The raw descriptor number.
+    public let rawValue: Int32
+    /// What the descriptor was opened from, for error messages.
+    public let name: String
+
+    /// Wraps an already open descriptor.
+    public init(rawValue: Int32, name: String) {
+        self.rawValue = rawValue
+        self.name = name
+    }
+
+    /// How to open a file.
+    public enum Mode: Sendable {
+        case readOnly
+        case readWrite
+        /// Create or truncate, write only.
+        case createTruncate
+        /// Create a new file, failing if it exists (`O_EXCL`).
+        case createExclusive
+        /// Create if missing, read and write, keep existing contents.
+        case createReadWrite
+    }
+
+    /// Opens `path`. The corresponding C function is `open`.
+    public static func open(_ path: String, _ mode: Mode, permissions: UInt32 = 0o644) throws -> FileDescriptor {
+        var flags: Int32 = O_CLOEXEC
+        switch mode {
+        case .readOnly: flags |= O_RDONLY
+        case .readWrite: flags |= O_RDWR
+        case .createTruncate: flags |= O_WRONLY | O_CREAT | O_TRUNC
+        case .createExclusive: flags |= O_RDWR | O_CREAT | O_EXCL
+        case .createReadWrite: flags |= O_RDWR | O_CREAT
+        }
+        let fd = try retrying("open \(path)") { cferry_open(path, flags, mode_t(permissions)) }
+        return FileDescriptor(rawValue: fd, name: path)
+    }
+
+    /// Closes the descriptor. The corresponding C function is `close`.
+    public func close() throws {
+        // EINTR on close must not be retried on Linux: the descriptor is already gone.
+        if CFerry.close(rawValue) != 0 && cferry_errno() != EINTR {
+            throw SystemError.syscall("close \(name)", errno: cferry_errno())
+        }
+    }
+
+    /// Reads up to `count` bytes at the current position; fewer only at end of file.
+    public func read(upTo count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let n = try out.withUnsafeMutableBytes { dst in
+                // Safe because: the destination range lies within out.
+                try retrying("read \(name)") { CFerry.read(rawValue, dst.baseAddress! + filled, count - filled) }
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        out.removeSubrange(filled...)
+        return out
+    }
+
+    /// Reads exactly `count` bytes at `offset` unless the file ends first.
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let filled = try read(at: offset, into: &out)
+        if filled < count { out.removeSubrange(filled...) }
+        return out
+    }
+
+    /// Fills `buffer` from `offset` (a `pread` loop); returns how many bytes it read.
+    public func read(at offset: UInt64, into buffer: inout [UInt8]) throws -> Int {
+        let count = buffer.count
+        var filled = 0
+        while filled < count {
+            let n = try buffer.withUnsafeMutableBytes { dst in
+                // Safe because: the destination range lies within buffer.
+                try retrying("pread \(name)") { pread(rawValue, dst.baseAddress! + filled, count - filled, off_t(offset) + off_t(filled)) }
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        return filled
+    }
+
+    /// Writes all of `bytes` at the current position.
+    public func write(_ bytes: ArraySlice<UInt8>) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = try bytes.withUnsafeBytes { src in
+                // Safe because: the source range lies within bytes.
+                try retrying("write \(name)") { CFerry.write(rawValue, src.baseAddress! + done, src.count - done) }
+            }
+            done += n
+        }
+    }
+
+    /// Writes all of `bytes` at the current position.
+    public func write(_ bytes: [UInt8]) throws { try write(bytes[...]) }
+
+    /// Writes all of `bytes` at `offset` (a `pwrite` loop).
+    public func write(_ bytes: ArraySlice<UInt8>, at offset: UInt64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = try bytes.withUnsafeBytes { src in
+                // Safe because: the source range lies within bytes.
+                try retrying("pwrite \(name)") { pwrite(rawValue, src.baseAddress! + done, src.count - done, off_t(offset) + off_t(done)) }
+            }
+            done += n
+        }
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws { try write(bytes[...], at: offset) }
+
+    /// Sets the file's size. The corresponding C function is `ftruncate`.
+    public func truncate(to size: UInt64) throws {
+        _ = try retrying("ftruncate \(name)") { ftruncate(rawValue, off_t(size)) }
+    }
+
+    /// Flushes data and metadata to stable storage. The corresponding C function is `fsync`.
+    public func sync() throws {
+        _ = try retrying("fsync \(name)") { fsync(rawValue) }
+    }
+
+    /// The file's size in bytes (`fstat`).
+    public func size() throws -> UInt64 {
+        var st = stat()
+        _ = try retrying("fstat \(name)") { fstat(rawValue, &st) }
+        return UInt64(st.st_size)
+    }
+
+    /// Moves the file position (`lseek`).
+    @discardableResult
+    public func seek(to offset: UInt64) throws -> UInt64 {
+        UInt64(try retrying("lseek \(name)") { lseek(rawValue, off_t(offset), SEEK_SET) })
+    }
+}
+
+/// Calls `body` until it does not fail with `EINTR`; turns `-1` into a `SystemError`.
+@discardableResult
+func retrying<T: BinaryInteger>(_ what: @autoclosure () -> String, _ body: () -> T) throws -> T {
+    while true {
+        let result = body()
+        if result != -1 { return result }
+        let code = cferry_errno()
+        if code == EINTR { continue }
+        throw SystemError.syscall(what(), errno: code)
+    }
+}
