@@ -1,0 +1,128 @@
+import FerrySystem
+
+/// A chunk after hashing and compression, ready to be appended to a blob.
+public struct EncodedChunk: Sendable {
+    /// SHA-256 of the uncompressed bytes.
+    public var digest: [UInt8]
+    /// The bytes to store: compressed, or the original bytes when compression did not shrink them.
+    public var stored: [UInt8]
+    public var compression: ChunkCompression
+    public var uncompressedSize: UInt32
+    /// Whether every uncompressed byte is zero (such chunks become EROFS holes and are not stored).
+    public var isAllZero: Bool
+}
+
+/// Turns chunk bytes into `EncodedChunk`s and back, verifying digests on the way back.
+public enum ChunkCodec {
+    /// Hashes and compresses one chunk. Zero chunks are hashed but not compressed.
+    public static func encode(_ bytes: [UInt8], compression: ChunkCompression, zstdLevel: Int32 = 3) throws -> EncodedChunk {
+        let digest = SHA256.hash(bytes)
+        let size = UInt32(bytes.count)
+        if isAllZero(bytes) {
+            return EncodedChunk(digest: digest, stored: [], compression: .none, uncompressedSize: size, isAllZero: true)
+        }
+        let packed: [UInt8]
+        switch compression {
+        case .none: packed = bytes
+        case .lz4: packed = try LZ4.compress(bytes)
+        case .zstd: packed = try Zstd.compress(bytes, level: zstdLevel)
+        }
+        if compression != .none && packed.count < bytes.count {
+            return EncodedChunk(digest: digest, stored: packed, compression: compression, uncompressedSize: size, isAllZero: false)
+        }
+        return EncodedChunk(digest: digest, stored: bytes, compression: .none, uncompressedSize: size, isAllZero: false)
+    }
+
+    /// Decompresses a chunk's stored bytes and checks them against its digest.
+    /// `blob` and `index` only name the chunk in errors.
+    public static func decode(_ stored: ArraySlice<UInt8>, info: ChunkInfo, blob: String, index: Int) throws -> [UInt8] {
+        guard stored.count == Int(info.compressedSize) else {
+            throw BlobError.chunkOutOfBounds(blob: blob, chunk: index, reason: "got \(stored.count) stored bytes, expected \(info.compressedSize)")
+        }
+        let bytes: [UInt8]
+        do {
+            switch info.compression {
+            case .none: bytes = Array(stored)
+            case .lz4: bytes = try LZ4.decompress(stored, originalSize: Int(info.uncompressedSize))
+            case .zstd: bytes = try Zstd.decompress(stored, originalSize: Int(info.uncompressedSize))
+            }
+        } catch {
+            throw BlobError.corruptChunk(blob: blob, chunk: index, reason: "\(error)")
+        }
+        guard bytes.count == Int(info.uncompressedSize) else {
+            throw BlobError.corruptChunk(blob: blob, chunk: index, reason: "decompressed to \(bytes.count) bytes, expected \(info.uncompressedSize)")
+        }
+        let actual = SHA256.hash(bytes)
+        guard actual == info.digest else {
+            throw BlobError.chunkDigestMismatch(blob: blob, chunk: index, expected: hexString(info.digest), actual: hexString(actual))
+        }
+        return bytes
+    }
+
+    /// Whether all bytes are zero, checked eight bytes at a time.
+    public static func isAllZero(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            let words = raw.count / 8
+            var acc: UInt64 = 0
+            for i in 0..<words { acc |= raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
+            for i in (words * 8)..<raw.count { acc |= UInt64(raw[i]) }
+            return acc == 0
+        }
+    }
+}
+
+/// Appends encoded chunks to one blob file and records the blob's chunk table.
+///
+/// Compressed bytes go back to back; the uncompressed address space advances by each chunk's
+/// size rounded up to 4 KiB. The blob digest is computed as bytes are written.
+public final class BlobWriter {
+    public let path: String
+    private let file: FileDescriptor
+    private let hasher = SHA256()
+    private var chunks: [ChunkInfo] = []
+    private var compressedSize: UInt64 = 0
+    private var uncompressedSize: UInt64 = 0
+    private var pending: [UInt8] = []
+
+    /// Creates (truncates) the blob file at `path`.
+    public init(path: String) throws {
+        self.path = path
+        file = try FileDescriptor.open(path, .createTruncate)
+        pending.reserveCapacity(4 << 20)
+    }
+
+    /// Appends a chunk; returns its index in this blob and its record.
+    public func append(_ chunk: EncodedChunk) throws -> (index: Int, info: ChunkInfo) {
+        let info = ChunkInfo(uncompressedOffset: uncompressedSize, uncompressedSize: chunk.uncompressedSize,
+                             compressedOffset: compressedSize, compressedSize: UInt32(chunk.stored.count),
+                             compression: chunk.compression, digest: chunk.digest)
+        hasher.update(chunk.stored)
+        pending.append(contentsOf: chunk.stored)
+        if pending.count >= 4 << 20 { try flushPending() }
+        compressedSize += UInt64(chunk.stored.count)
+        uncompressedSize += info.alignedSize
+        chunks.append(info)
+        return (chunks.count - 1, info)
+    }
+
+    /// Whether any chunk has been written.
+    public var isEmpty: Bool { chunks.isEmpty }
+
+    /// Flushes, closes the file, and returns the blob's table and digest.
+    public func finish() throws -> BlobInfo {
+        try flushPending()
+        try file.close()
+        return BlobInfo(digest: hasher.finalize(), compressedSize: compressedSize, uncompressedSize: uncompressedSize, chunks: chunks)
+    }
+
+    /// Closes the file without producing a blob (on failure paths).
+    public func abandon() {
+        try? file.close()
+    }
+
+    private func flushPending() throws {
+        guard !pending.isEmpty else { return }
+        try file.write(pending)
+        pending.removeAll(keepingCapacity: true)
+    }
+}
