@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <linux/falloc.h>
 #include <poll.h>
+#include <dirent.h>
 #include <signal.h>
 
 #include <lz4.h>

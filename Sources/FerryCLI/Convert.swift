@@ -1,0 +1,83 @@
+import ArgumentParser
+import Blob
+import Converter
+import Foundation
+import OCI
+
+/// `ferry convert SOURCE TARGET`
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an OCI image into a Ferry image (EROFS bootstrap + chunked blobs).",
+        discussion: """
+            SOURCE and TARGET use containers-image transport names: oci:DIR[:TAG], \
+            docker-archive:FILE.tar (source only) and docker://HOST/REPO[:TAG].
+            """)
+
+    @Argument(help: "The image to convert.") var source: String
+    @Argument(help: "Where to write the converted image.") var target: String
+    @Option(help: "Chunk size: a power of two from 4KiB to 16MiB.") var chunkSize: String = "1MiB"
+    @Option(help: "Chunk compression: lz4, zstd or none.") var compressor: String = "lz4"
+    @Option(help: "Store regular files up to this many bytes inside the bootstrap (0 = none).") var inlineLimit: Int = 0
+    @Option(help: "A converted image (oci:DIR[:TAG]) whose chunks may be reused.") var chunkDict: [String] = []
+    @Option(help: "Platform to pick from a multi-platform image, os/arch[/variant].") var platform: String?
+    @Option(help: "A path to record in the image's prefetch list (repeatable).") var prefetch: [String] = []
+    @Flag(help: "Print a JSON summary instead of a line of text.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            var options = ConversionOptions()
+            options.chunkSize = try parseSize(chunkSize)
+            guard let compression = ChunkCompression(name: compressor) else {
+                throw ValidationError("unknown compressor \"\(compressor)\" (use lz4, zstd or none)")
+            }
+            options.compression = compression
+            options.inlineLimit = inlineLimit
+            if let platform { options.platform = try Platform(parsing: platform) }
+            options.prefetch = prefetch
+            options.chunkDictionaries = try chunkDict.map { try FerryImage.open(try ImageReference(parsing: $0)).chunkDictionary() }
+            _ = try options.chunkSizeLog2()
+
+            let sourceImage = try ImageSources.open(try ImageReference(parsing: source))
+            let targetReference = try ImageReference(parsing: target)
+            guard case let .ociLayout(path, tag) = targetReference else {
+                throw ValidationError("target \(target): only oci:DIR[:TAG] targets are supported by this build")
+            }
+            let output = OCILayoutTarget(path: path, tag: tag)
+            let work = try output.makeWorkDirectory()
+            do {
+                let started = Date()
+                let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
+                try output.commit(converted, workDirectory: work)
+                printSummary(converted, seconds: Date().timeIntervalSince(started))
+            } catch {
+                try? FileManager.default.removeItem(atPath: work)
+                throw error
+            }
+        }
+    }
+
+    private func printSummary(_ image: ConvertedImage, seconds: Double) {
+        let s = image.summary
+        if json {
+            struct Output: Encodable {
+                var manifest: String
+                var bootstrap: String
+                var blobs: [String]
+                var seconds: Double
+                var summary: ConversionSummary
+            }
+            let out = Output(manifest: image.manifestDigest.description, bootstrap: image.bootstrapDescriptor.digest.description,
+                             blobs: image.blobs.map(\.descriptor.digest.description), seconds: seconds, summary: s)
+            if let bytes = try? CanonicalJSON.encode(out) { print(String(decoding: bytes, as: UTF8.self)) }
+            return
+        }
+        let mb = Double(s.uncompressedBytes) / 1e6
+        print("""
+            converted \(source) -> \(target) in \(String(format: "%.2f", seconds)) s (\(String(format: "%.0f", mb / max(seconds, 1e-9))) MB/s)
+              layers \(s.layers), files \(s.files), data \(s.uncompressedBytes) bytes in \(s.chunks) chunks
+              deduplicated \(s.dedupedChunks) chunks (\(s.dedupedBytes) bytes), zero chunks \(s.zeroChunks)
+              blobs \(image.blobs.count) (\(s.blobCompressedBytes) bytes), bootstrap \(s.bootstrapBytes) bytes
+              manifest \(image.manifestDigest)
+            """)
+    }
+}
