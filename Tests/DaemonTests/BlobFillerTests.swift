@@ -1,0 +1,141 @@
+import Blob
+import Foundation
+import Synchronization
+import Testing
+@testable import Daemon
+
+/// A sink that keeps the blob's address space in memory and counts writes per chunk.
+final class MemorySink: ChunkSink {
+    let space: Mutex<[UInt8]>
+    let writes = Mutex<[Int: Int]>([:])
+    init(size: UInt64) { space = Mutex([UInt8](repeating: 0, count: Int(size))) }
+    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {
+        space.withLock { s in s.replaceSubrange(Int(info.uncompressedOffset) ..< Int(info.uncompressedOffset) + bytes.count, with: bytes) }
+        writes.withLock { $0[index, default: 0] += 1 }
+    }
+}
+
+/// A source serving a blob from memory, optionally corrupting one byte, counting requests.
+final class MemorySource: ChunkSource {
+    let name: String
+    let blobBytes: [UInt8]
+    let corruptAt: Int?
+    let requests = Counter()
+    let delay: Duration
+    init(name: String, blobBytes: [UInt8], corruptAt: Int? = nil, delay: Duration = .zero) {
+        self.name = name
+        self.blobBytes = blobBytes
+        self.corruptAt = corruptAt
+        self.delay = delay
+    }
+    func read(blob: BlobInfo, range: Range<UInt64>) async throws -> [UInt8] {
+        requests.add(1)
+        if delay > .zero { try await Task.sleep(for: delay) }
+        var out = Array(blobBytes[Int(range.lowerBound) ..< Int(range.upperBound)])
+        if let c = corruptAt, range.contains(UInt64(c)) { out[c - Int(range.lowerBound)] ^= 0xff }
+        return out
+    }
+}
+
+struct TestBlob {
+    let info: BlobInfo
+    let bytes: [UInt8]
+    /// Expected address space content.
+    let space: [UInt8]
+
+    static func make(chunks: Int, chunkSize: Int = 65536) throws -> TestBlob {
+        let dir = NSTemporaryDirectory() + "ferry-filler-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = try BlobWriter(path: dir + "/blob")
+        var space: [UInt8] = []
+        for c in 0..<chunks {
+            let size = c == chunks - 1 ? chunkSize / 3 : chunkSize
+            let data = (0..<size).map { UInt8(truncatingIfNeeded: ($0 * 31 + c * 7) % 251 ^ ($0 >> 9)) }
+            _ = try writer.append(try ChunkCodec.encode(data, compression: .lz4))
+            space += data + [UInt8](repeating: 0, count: (4096 - size % 4096) % 4096)
+        }
+        let info = try writer.finish()
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/blob")))
+        return TestBlob(info: info, bytes: bytes, space: space)
+    }
+}
+
+@Suite struct BlobFillerTests {
+    @Test func fillsExactlyTheChunksOfTheRangeAndVerifiesEveryByte() async throws {
+        let blob = try TestBlob.make(chunks: 10)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, gate: FetchGate(limit: 4), stats: stats)
+        try await filler.fill(65536 * 3 + 10 ..< 65536 * 4 + 1)
+        #expect(sink.writes.withLock { $0 } == [3: 1, 4: 1])
+        #expect(source.requests.current == 1, "adjacent chunks are fetched with one request")
+        #expect(stats.bytesFetched == UInt64(blob.info.chunks[3].compressedSize + blob.info.chunks[4].compressedSize))
+        try await filler.fill(0 ..< blob.info.uncompressedSize)
+        #expect(sink.space.withLock { $0 } == blob.space)
+        #expect(sink.writes.withLock { $0.values.allSatisfy { $0 == 1 } })
+        #expect(stats.cacheHits.current == 2)
+    }
+
+    @Test func concurrentRequestsForOneChunkFetchItOnce() async throws {
+        let blob = try TestBlob.make(chunks: 4)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "slow", blobBytes: blob.bytes, delay: .milliseconds(50))
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, gate: FetchGate(limit: 8), stats: FillStatistics())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 { group.addTask { try await filler.fill(100 ..< 200) } }
+            try await group.waitForAll()
+        }
+        #expect(source.requests.current == 1)
+        #expect(sink.writes.withLock { $0 } == [0: 1])
+    }
+
+    @Test func badBytesFromOneSourceFallBackToTheNextAndAreCounted() async throws {
+        let blob = try TestBlob.make(chunks: 3)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let bad = MemorySource(name: "bad-peer", blobBytes: blob.bytes, corruptAt: Int(blob.info.chunks[1].compressedOffset) + 5)
+        let good = MemorySource(name: "registry", blobBytes: blob.bytes)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [bad, good], sink: sink, gate: FetchGate(limit: 2), stats: stats)
+        try await filler.fill(0 ..< blob.info.uncompressedSize)
+        #expect(sink.space.withLock { $0 } == blob.space)
+        #expect(stats.failuresBySource["bad-peer"] == 1)
+        #expect(good.requests.current == 1)
+    }
+
+    @Test func whenEverySourceLiesTheFillFailsNamingBlobAndChunk() async throws {
+        let blob = try TestBlob.make(chunks: 3)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let bad = MemorySource(name: "bad", blobBytes: blob.bytes, corruptAt: Int(blob.info.chunks[2].compressedOffset))
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [bad], sink: sink, gate: FetchGate(limit: 2), stats: FillStatistics())
+        await #expect(throws: FillError.self) { try await filler.fill(blob.info.chunks[2].uncompressedOffset ..< blob.info.uncompressedSize) }
+        #expect(sink.writes.withLock { $0 }.isEmpty, "nothing unverified reaches the sink")
+        do {
+            try await filler.fill(blob.info.chunks[2].uncompressedOffset ..< blob.info.chunks[2].uncompressedOffset + 1)
+        } catch {
+            #expect("\(error)".contains(blob.info.hexDigest) && "\(error)".contains("chunk 2"))
+        }
+        // The other chunks still work.
+        let good = BlobFiller(blob: blob.info, store: nil, sources: [bad], sink: sink, gate: FetchGate(limit: 2), stats: FillStatistics())
+        try await good.fill(0 ..< 4096)
+    }
+
+    @Test func theStoreServesARemountWithoutTheNetwork() async throws {
+        let blob = try TestBlob.make(chunks: 5)
+        let store = try ChunkStore(directory: NSTemporaryDirectory() + "ferry-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(atPath: store.directory) }
+        let source = MemorySource(name: "registry", blobBytes: blob.bytes)
+        let first = BlobFiller(blob: blob.info, store: store, sources: [source], sink: MemorySink(size: blob.info.uncompressedSize),
+                               gate: FetchGate(limit: 2), stats: FillStatistics())
+        try await first.fill(0 ..< blob.info.uncompressedSize)
+        let requestsAfterFirst = source.requests.current
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let stats = FillStatistics()
+        let second = BlobFiller(blob: blob.info, store: store, sources: [source], sink: sink, gate: FetchGate(limit: 2), stats: stats)
+        try await second.fill(0 ..< blob.info.uncompressedSize)
+        #expect(source.requests.current == requestsAfterFirst)
+        #expect(stats.storeHits.current == 5)
+        #expect(sink.space.withLock { $0 } == blob.space)
+    }
+}
