@@ -17,6 +17,11 @@ public enum SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     case crypto(_ operation: String)
     /// Decompressed data did not have the size the caller said it must have.
     case sizeMismatch(expected: Int, actual: Int)
+    /// A message from a kernel interface (fanotify event, cachefiles request) failed a length or
+    /// format check; `what` names the structure.
+    case malformedKernelMessage(_ what: String, reason: String)
+    /// An argument cannot be passed to the kernel as given (e.g. a comma inside a mount option).
+    case invalidArgument(_ what: String, reason: String)
 
     public var description: String {
         switch self {
@@ -26,6 +31,8 @@ public enum SystemError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .zlib(op, message): return "gzip \(op) failed: \(message)"
         case let .crypto(op): return "OpenSSL \(op) failed"
         case let .sizeMismatch(expected, actual): return "decompressed \(actual) bytes where \(expected) were expected"
+        case let .malformedKernelMessage(what, reason): return "malformed \(what) from the kernel: \(reason)"
+        case let .invalidArgument(what, reason): return "invalid \(what): \(reason)"
         }
     }
 }

@@ -83,4 +83,12 @@ static inline int cferry_deflate_init2(z_stream *s, int level, int windowBits) {
     return deflateInit2(s, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY);
 }
 
+// MARK: kernel interfaces for the daemon backends (fanotify, cachefiles, mount, io_uring)
+#include <linux/cachefiles.h>
+// The ioctl number exactly as the uapi header computes it (_IOW(0x98, 1, int)); Swift checks
+// its own constant against this in a test.
+static inline unsigned long cferry_cachefiles_ioc_read_complete(void) { return CACHEFILES_IOC_READ_COMPLETE; }
+// posix_memalign through a shim so Swift sees one non-optional out pointer.
+static inline int cferry_posix_memalign(void **out, size_t alignment, size_t size) { return posix_memalign(out, alignment, size); }
+
 #endif

@@ -1,0 +1,77 @@
+internal import CFerry
+
+/// `mount(2)` and `umount2(2)`, plus the option strings of Ferry's two EROFS mount forms.
+public enum Mount {
+    /// Mount flags (`MS_*` from `<sys/mount.h>`).
+    public struct Flags: OptionSet, Sendable {
+        public let rawValue: UInt
+        public init(rawValue: UInt) { self.rawValue = rawValue }
+        public static let readOnly = Flags(rawValue: UInt(MS_RDONLY))
+        public static let noSUID = Flags(rawValue: UInt(MS_NOSUID))
+        public static let noDev = Flags(rawValue: UInt(MS_NODEV))
+        public static let noExec = Flags(rawValue: UInt(MS_NOEXEC))
+    }
+
+    /// Unmount flags (`MNT_*`, `<sys/mount.h>`: MNT_FORCE 1, MNT_DETACH 2).
+    public struct UnmountFlags: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// `MNT_DETACH`: lazy unmount.
+        public static let detach = UnmountFlags(rawValue: 2)
+        /// `MNT_FORCE`.
+        public static let force = UnmountFlags(rawValue: 1)
+    }
+
+    /// Mounts `source` on `target`. The corresponding C function is `mount`.
+    public static func mount(source: String, target: String, type: String, flags: Flags = [], data: String = "") throws {
+        _ = try retrying("mount -t \(type) \(source) \(target) -o \(data)") {
+            CFerry.mount(source, target, type, flags.rawValue, data.isEmpty ? nil : data)
+        }
+    }
+
+    /// Unmounts `target`. The corresponding C function is `umount2`.
+    public static func unmount(_ target: String, flags: UnmountFlags = []) throws {
+        _ = try retrying("umount \(target)") { umount2(target, flags.rawValue) }
+    }
+
+    /// The data string of a file-backed EROFS mount with extra devices:
+    /// `device=<path>` once per device, in device-table order (EROFS's `Opt_device` appends
+    /// one device per occurrence, `fs/erofs/super.c`).
+    public static func erofsDeviceOptions(_ devices: [String]) throws -> String {
+        for d in devices {
+            try checkOption(d, what: "EROFS device path")
+        }
+        return devices.map { "device=\($0)" }.joined(separator: ",")
+    }
+
+    /// The data string of an EROFS-over-fscache mount: `fsid=<id>[,domain_id=<id>]`.
+    public static func erofsFscacheOptions(fsid: String, domainID: String? = nil) throws -> String {
+        try checkOption(fsid, what: "fsid")
+        guard let domainID else { return "fsid=\(fsid)" }
+        try checkOption(domainID, what: "domain_id")
+        return "fsid=\(fsid),domain_id=\(domainID)"
+    }
+
+    /// Mounts the EROFS image in the regular file `file` on `target`, read-only, with
+    /// `devices` as its extra devices: a file-backed mount (Linux 6.12+,
+    /// `CONFIG_EROFS_FS_BACKED_BY_FILE`), no loop device, so fanotify pre-content hooks on the
+    /// device files fire.
+    public static func erofs(file: String, devices: [String], at target: String) throws {
+        try mount(source: file, target: target, type: "erofs", flags: .readOnly, data: try erofsDeviceOptions(devices))
+    }
+
+    /// Mounts an EROFS image served by cachefiles on-demand (`CONFIG_EROFS_FS_ONDEMAND`):
+    /// source `none`, data `fsid=…[,domain_id=…]`.
+    public static func erofsOnDemand(fsid: String, domainID: String? = nil, at target: String) throws {
+        try mount(source: "none", target: target, type: "erofs", flags: .readOnly,
+                  data: try erofsFscacheOptions(fsid: fsid, domainID: domainID))
+    }
+
+    /// The mount option parser splits on commas and a NUL ends the string.
+    static func checkOption(_ value: String, what: String) throws {
+        if value.isEmpty { throw SystemError.invalidArgument(what, reason: "is empty") }
+        if value.contains(",") || value.contains("\0") {
+            throw SystemError.invalidArgument("\(what) \"\(value)\"", reason: "a mount option value cannot contain ',' or NUL")
+        }
+    }
+}
