@@ -38,7 +38,10 @@ let package = Package(
         .target(name: "Daemon", dependencies: ["Blob", "EROFS", "FerrySystem",
                                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
-        .target(name: "FerryCLI", dependencies: ["Converter", "Daemon", "EROFS", "OCI", "Blob", "Registry",
+        .target(name: "KernelBackends", dependencies: ["Daemon", "Blob", "FerrySystem",
+                                                       .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
+        .target(name: "FerryCLI", dependencies: ["Converter", "Daemon", "KernelBackends", "EROFS", "OCI", "Blob", "Registry",
                                                  .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                  .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
@@ -52,7 +55,7 @@ let package = Package(
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "EROFS", "OCI", "Blob"], swiftSettings: strict),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem"],
+        .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem", "Daemon", "KernelBackends"],
                     swiftSettings: strict),
     ]
 )

@@ -50,8 +50,9 @@ public struct FileDescriptor: Sendable {
         }
     }
 
-    /// Reads up to `count` bytes at the current position; fewer only at end of file.
-    public func read(upTo count: Int) throws -> [UInt8] {
+    /// Reads up to `count` bytes at the current position; fewer only at end of file, or, with
+    /// `partial`, whenever one `read(2)` returns fewer (for sockets and pipes).
+    public func read(upTo count: Int, partial: Bool = false) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         var filled = 0
         while filled < count {
@@ -61,6 +62,7 @@ public struct FileDescriptor: Sendable {
             }
             if n == 0 { break }
             filled += n
+            if partial { break }
         }
         out.removeSubrange(filled...)
         return out

@@ -1,2 +1,2 @@
 import FerryCLI
-print("ferryd: not built yet")
+runFerryDaemon()

@@ -91,4 +91,11 @@ static inline unsigned long cferry_cachefiles_ioc_read_complete(void) { return C
 // posix_memalign through a shim so Swift sees one non-optional out pointer.
 static inline int cferry_posix_memalign(void **out, size_t alignment, size_t size) { return posix_memalign(out, alignment, size); }
 
+
+// MARK: calls glibc declares only under _GNU_SOURCE
+#include <sys/syscall.h>
+static inline int cferry_fallocate(int fd, int mode, off_t offset, off_t len) {
+    return (int)syscall(SYS_fallocate, fd, mode, offset, len);
+}
+
 #endif

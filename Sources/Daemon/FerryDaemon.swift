@@ -1,0 +1,239 @@
+public import FerrySystem
+import Blob
+import Foundation
+public import Logging
+import Synchronization
+
+/// Turns a user's image reference into a registered image: fetches and verifies the bootstrap
+/// once, stores its EROFS part under `stateDirectory`, and lists the blob sources.
+public typealias ImageResolver = @Sendable (_ reference: String, _ stateDirectory: String) throws -> RegisteredImage
+
+/// Mounts and unmounts; injected so tests and backends agree on how (mount(2) by default).
+public protocol Mounter: Sendable {
+    func mount(_ plan: MountPlan, at target: String) throws
+    func unmount(_ target: String) throws
+}
+
+/// mount(2) / umount2(2) for both kinds of plan.
+public struct KernelMounter: Mounter {
+    public init() {}
+    public func mount(_ plan: MountPlan, at target: String) throws {
+        switch plan {
+        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target)
+        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: target)
+        }
+    }
+    public func unmount(_ target: String) throws { try Mount.unmount(target) }
+}
+
+/// ferryd: the image table, the control API and one kernel backend.
+public final class FerryDaemon: Sendable {
+    public let configuration: DaemonConfiguration
+    public let backend: any KernelBackend
+    private let resolver: ImageResolver
+    private let mounter: any Mounter
+    private let logger: Logger
+    private let started = Date()
+
+    private struct State {
+        var images: [String: RegisteredImage] = [:]
+        /// mountpoint → image id
+        var mounts: [String: String] = [:]
+    }
+    private let state = Mutex(State())
+    private let listener = Mutex<FileDescriptor?>(nil)
+
+    public init(configuration: DaemonConfiguration, backend: any KernelBackend, resolver: @escaping ImageResolver,
+                mounter: any Mounter = KernelMounter(), logger: Logger) {
+        self.configuration = configuration
+        self.backend = backend
+        self.resolver = resolver
+        self.mounter = mounter
+        self.logger = logger
+    }
+
+    /// Starts the backend's loop and the control API, each on its own thread. Returns once the
+    /// socket listens (the moment to tell systemd READY=1).
+    public func start() throws {
+        let dir = (configuration.socketPath as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
+        listener.withLock { $0 = socket }
+        let backend = self.backend, logger = self.logger
+        Thread.detachNewThread {
+            do { try backend.run() } catch { logger.critical("kernel backend stopped", metadata: ["error": "\(error)"]) }
+        }
+        Thread.detachNewThread { [self] in acceptLoop(socket) }
+        logger.info("ferryd ready", metadata: ["backend": "\(backend.name)", "socket": "\(configuration.socketPath)"])
+    }
+
+    /// Stops accepting requests and stops the backend (mounts stay; a successor serves them).
+    public func stop() {
+        if let socket = listener.withLock({ $0 }) { UnixSocket.shutdown(socket) }
+        backend.stop()
+    }
+
+    private func acceptLoop(_ socket: FileDescriptor) {
+        while true {
+            guard let connection = try? UnixSocket.accept(socket) else { return }
+            Thread.detachNewThread { [self] in
+                defer { try? connection.close() }
+                let response: ControlResponse
+                do {
+                    let request = try ControlHTTP.readRequest(from: connection)
+                    response = handleBlocking(request)
+                } catch {
+                    response = .error("\(error)", status: 400)
+                }
+                try? ControlHTTP.write(response, to: connection)
+            }
+        }
+    }
+
+    private func handleBlocking(_ request: ControlRequest) -> ControlResponse {
+        let box = Mutex<ControlResponse?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let r = await self.handle(request)
+            box.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return box.withLock { $0 } ?? .error("no response", status: 500)
+    }
+
+    /// Routes one control request.
+    public func handle(_ request: ControlRequest) async -> ControlResponse {
+        switch (request.method, request.path) {
+        case ("GET", "/health"):
+            return .json(["status": "ok", "backend": backend.name])
+        case ("GET", "/images"):
+            return .json(imageSummaries())
+        case ("GET", "/metrics"):
+            return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metricsText().utf8))
+        case ("POST", "/mounts"):
+            struct Body: Decodable { var image: String; var mountpoint: String }
+            guard let body = try? JSONDecoder().decode(Body.self, from: Data(request.body)) else {
+                return .error("expected {\"image\": REF, \"mountpoint\": PATH}", status: 400)
+            }
+            do {
+                let result = try mount(image: body.image, at: body.mountpoint)
+                return .json(result, status: 201)
+            } catch {
+                logger.error("mount failed", metadata: ["image": "\(body.image)", "error": "\(error)"])
+                return .error("\(error)", status: 500)
+            }
+        case ("DELETE", "/mounts"):
+            guard let path = request.query["path"] else { return .error("missing ?path=MOUNTPOINT", status: 400) }
+            do {
+                try unmount(path)
+                return .json(["unmounted": path])
+            } catch {
+                return .error("\(error)", status: 500)
+            }
+        default:
+            return .error("no route for \(request.method) \(request.path)", status: 404)
+        }
+    }
+
+    /// What `POST /mounts` answers.
+    public struct MountResult: Codable, Sendable {
+        public var id: String
+        public var backend: String
+        public var mountpoint: String
+        public var devices: Int
+    }
+
+    /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`.
+    public func mount(image reference: String, at target: String) throws -> MountResult {
+        let canonicalTarget = (target as NSString).standardizingPath
+        if state.withLock({ $0.mounts[canonicalTarget] }) != nil {
+            throw DaemonError.mountFailed(target: canonicalTarget, reason: "ferryd already has a mount there")
+        }
+        let resolved = try resolver(reference, configuration.stateDirectory)
+        let image = state.withLock { s -> RegisteredImage in
+            if let existing = s.images[resolved.id] { return existing }
+            s.images[resolved.id] = resolved
+            return resolved
+        }
+        let plan = try backend.attach(image)
+        do {
+            try mounter.mount(plan, at: canonicalTarget)
+        } catch {
+            throw DaemonError.mountFailed(target: canonicalTarget, reason: "\(error)")
+        }
+        state.withLock { $0.mounts[canonicalTarget] = image.id }
+        logger.info("mounted", metadata: ["image": "\(reference)", "id": "\(image.id.prefix(12))", "at": "\(canonicalTarget)"])
+        return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count)
+    }
+
+    /// Unmounts a mount made by `mount(image:at:)`.
+    public func unmount(_ target: String) throws {
+        let canonicalTarget = (target as NSString).standardizingPath
+        guard state.withLock({ $0.mounts[canonicalTarget] }) != nil else {
+            throw DaemonError.mountFailed(target: canonicalTarget, reason: "not a ferryd mount")
+        }
+        try mounter.unmount(canonicalTarget)
+        state.withLock { _ = $0.mounts.removeValue(forKey: canonicalTarget) }
+    }
+
+    /// Per-image figures for `GET /images` and `ferry status`.
+    public struct ImageSummary: Codable, Sendable {
+        public var id: String
+        public var reference: String
+        public var mountpoints: [String]
+        public var blobs: Int
+        public var chunks: Int
+        public var uncompressedBytes: UInt64
+        public var bytesRequested: Int
+        public var bytesFetched: UInt64
+        public var bytesBySource: [String: UInt64]
+        public var chunksVerified: Int
+        public var chunksFailed: Int
+        public var cacheHits: Int
+        public var storeHits: Int
+    }
+
+    public func imageSummaries() -> [ImageSummary] {
+        let (images, mounts) = state.withLock { ($0.images, $0.mounts) }
+        return images.values.sorted { $0.id < $1.id }.map { image in
+            let s = image.stats
+            return ImageSummary(
+                id: image.id, reference: image.reference,
+                mountpoints: mounts.filter { $0.value == image.id }.map(\.key).sorted(),
+                blobs: image.metadata.blobs.count, chunks: image.metadata.blobs.reduce(0) { $0 + $1.chunks.count },
+                uncompressedBytes: image.metadata.blobs.reduce(0) { $0 + $1.uncompressedSize },
+                bytesRequested: s.bytesRequested.current, bytesFetched: s.bytesFetched, bytesBySource: s.bytesBySource,
+                chunksVerified: s.chunksVerified.current, chunksFailed: s.chunksFailed.current,
+                cacheHits: s.cacheHits.current, storeHits: s.storeHits.current)
+        }
+    }
+
+    /// Prometheus text exposition of the daemon's counters.
+    public func metricsText() -> String {
+        var out = ""
+        func metric(_ name: String, _ help: String, _ type: String, _ samples: [(String, String)]) {
+            out += "# HELP ferry_\(name) \(help)\n# TYPE ferry_\(name) \(type)\n"
+            for (labels, value) in samples { out += "ferry_\(name)\(labels) \(value)\n" }
+        }
+        let images = imageSummaries()
+        func per(_ value: (ImageSummary) -> String) -> [(String, String)] {
+            images.map { ("{image=\"\($0.id.prefix(12))\"}", value($0)) }
+        }
+        metric("images", "Images registered with ferryd.", "gauge", [("", "\(images.count)")])
+        metric("bytes_requested_total", "Bytes the kernel asked for.", "counter", per { "\($0.bytesRequested)" })
+        metric("chunks_verified_total", "Chunks fetched and verified.", "counter", per { "\($0.chunksVerified)" })
+        metric("chunk_verify_failures_total", "Chunks a source returned with wrong bytes.", "counter", per { "\($0.chunksFailed)" })
+        metric("cache_hits_total", "Chunks found already in the cache.", "counter", per { "\($0.cacheHits)" })
+        metric("store_hits_total", "Chunks served from the local chunk store.", "counter", per { "\($0.storeHits)" })
+        var bySource: [(String, String)] = []
+        for image in images {
+            for (source, bytes) in image.bytesBySource.sorted(by: { $0.key < $1.key }) {
+                bySource.append(("{image=\"\(image.id.prefix(12))\",source=\"\(source)\"}", "\(bytes)"))
+            }
+        }
+        metric("bytes_fetched_total", "Compressed bytes fetched, by source.", "counter", bySource)
+        metric("uptime_seconds", "Seconds since ferryd started.", "gauge", [("", String(format: "%.0f", Date().timeIntervalSince(started)))])
+        return out
+    }
+}

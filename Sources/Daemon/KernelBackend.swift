@@ -1,0 +1,47 @@
+public import Blob
+
+/// How the kernel is told to mount an image once its backend has attached it.
+public enum MountPlan: Sendable, Equatable {
+    /// File-backed EROFS (Linux ≥ 6.12 with fanotify pre-content hooks for laziness):
+    /// `mount(bootstrap, target, "erofs", MS_RDONLY, "device=<cache file>,…")`.
+    case fileBacked(bootstrap: String, devices: [String])
+    /// EROFS over fscache on demand: `mount("none", target, "erofs", MS_RDONLY, "fsid=…[,domain_id=…]")`.
+    case fscache(fsid: String, domainID: String?)
+}
+
+/// A front end that lets the kernel read an image's blobs through `BlobFiller.fill`.
+/// Backends: `fanotify` (pre-content hooks on sparse cache files) and `fscache` (cachefiles on demand).
+public protocol KernelBackend: AnyObject, Sendable {
+    /// "fanotify" or "fscache".
+    var name: String { get }
+    /// Makes the image's blobs servable and returns how to mount it.
+    func attach(_ image: RegisteredImage) throws -> MountPlan
+    /// Serves kernel requests until `stop()`; runs on its own thread.
+    func run() throws
+    /// Stops serving (pending requests are answered first).
+    func stop()
+}
+
+/// One image the daemon serves: its bootstrap, chunk tables and the sources of its blobs.
+public final class RegisteredImage: Sendable {
+    /// A stable id: the hex digest of the converted image's manifest.
+    public let id: String
+    /// What the user asked to mount (e.g. `docker://…` or `oci:…`).
+    public let reference: String
+    /// Local path of the bootstrap's EROFS part.
+    public let bootstrapPath: String
+    public let metadata: BootstrapMetadata
+    /// Where the compressed blobs can be read, in order of preference.
+    public let sources: [any ChunkSource]
+    public let stats: FillStatistics
+
+    public init(id: String, reference: String, bootstrapPath: String, metadata: BootstrapMetadata,
+                sources: [any ChunkSource], stats: FillStatistics = FillStatistics()) {
+        self.id = id
+        self.reference = reference
+        self.bootstrapPath = bootstrapPath
+        self.metadata = metadata
+        self.sources = sources
+        self.stats = stats
+    }
+}

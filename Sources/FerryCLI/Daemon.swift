@@ -1,0 +1,118 @@
+import ArgumentParser
+import Blob
+import Converter
+import Daemon
+import FerrySystem
+import Foundation
+import KernelBackends
+import Logging
+import OCI
+
+/// The `ferryd` command line: flags on top of the configuration file.
+public struct FerryDaemonCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "ferryd",
+        abstract: "Serve Ferry images to the kernel lazily (fanotify pre-content or cachefiles on demand).")
+
+    @Option(help: "JSON configuration file (default /etc/ferry/ferryd.json when present).") var config: String?
+    @Option(help: "State directory for bootstraps, cache files and the chunk store.") var stateDir: String?
+    @Option(help: "Control API socket.") var socket: String?
+    @Option(help: "Kernel backend: auto, fanotify or fscache.") var backend: String?
+    @Option(help: "Log level (trace … critical).") var logLevel: String?
+
+    public init() {}
+
+    public func run() throws {
+        var configuration = DaemonConfiguration()
+        let configPath = config ?? (FileManager.default.fileExists(atPath: "/etc/ferry/ferryd.json") ? "/etc/ferry/ferryd.json" : nil)
+        do {
+            if let configPath { configuration = try DaemonConfiguration.load(path: configPath) }
+        } catch {
+            FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        if let stateDir { configuration.stateDirectory = stateDir }
+        if let socket { configuration.socketPath = socket }
+        if let backend { configuration.backend = backend }
+        if let logLevel { configuration.logLevel = logLevel }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "ferryd")
+        do {
+            let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger)
+            try daemon.start()
+            // Serve until SIGTERM/SIGINT; mounts stay (the kernel keeps them), a restarted ferryd serves them again.
+            let signals = [SIGTERM, SIGINT].map { sig -> any DispatchSourceSignal in
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
+                source.setEventHandler {
+                    logger.info("stopping on signal \(sig)")
+                    daemon.stop()
+                    Foundation.exit(0)
+                }
+                source.resume()
+                return source
+            }
+            _ = signals
+            dispatchMain()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// Entry point of the `ferryd` executable.
+public func runFerryDaemon() { FerryDaemonCommand.main() }
+
+/// Builds a daemon from a configuration: chunk store, backend, image resolver.
+enum DaemonAssembly {
+    static func make(configuration: DaemonConfiguration, logger: Logger) throws -> FerryDaemon {
+        let state = configuration.stateDirectory
+        let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
+        let gate = FetchGate(limit: configuration.fetchConcurrency)
+        let backend: any KernelBackend
+        switch configuration.backend {
+        case "auto", "fanotify":
+            do {
+                let group = try FanotifyGroup.preContent()
+                backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate,
+                                              logger: logger)
+            } catch {
+                throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
+            }
+        default:
+            throw DaemonError.backendUnavailable("backend \"\(configuration.backend)\" is not available in this build")
+        }
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: ImageResolution.resolve, logger: logger)
+    }
+}
+
+/// How ferryd turns a reference into a registered image.
+enum ImageResolution {
+    @Sendable static func resolve(_ reference: String, stateDirectory: String) throws -> RegisteredImage {
+        let image = try FerryImage.open(try ImageReference(parsing: reference))
+        let id = Digest(sha256: SHA256.hash(try CanonicalJSON.encode(image.manifest))).hex
+        let directory = "\(stateDirectory)/images/\(id)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let bootstrap = directory + "/bootstrap.erofs"
+        if !FileManager.default.fileExists(atPath: bootstrap) {
+            let input = try FileDescriptor.open(image.bootstrapPath, .readOnly)
+            defer { try? input.close() }
+            let bytes = try input.read(at: 0, count: Int(image.erofsLength))
+            let temp = bootstrap + ".tmp"
+            let out = try FileDescriptor.open(temp, .createTruncate)
+            try out.write(bytes)
+            try out.sync()
+            try out.close()
+            guard rename(temp, bootstrap) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+        }
+        let paths = Dictionary(uniqueKeysWithValues: zip(image.metadata.blobs.map(\.hexDigest), image.blobPaths))
+        let source = FileChunkSource(name: "layout") { blob in paths[blob.hexDigest] }
+        return RegisteredImage(id: id, reference: reference, bootstrapPath: bootstrap, metadata: image.metadata, sources: [source])
+    }
+}

@@ -1,0 +1,77 @@
+internal import CFerry
+
+/// Stream sockets in the Unix domain, for ferryd's control API.
+public enum UnixSocket {
+    /// Creates a listening socket at `path` (replacing a stale socket file) with `permissions`.
+    /// The corresponding C functions are `socket`, `bind`, `chmod` and `listen`.
+    public static func listen(at path: String, permissions: UInt32 = 0o600, backlog: Int32 = 64) throws -> FileDescriptor {
+        let fd = try retrying("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let socketFD = FileDescriptor(rawValue: fd, name: path)
+        do {
+            unlink(path)
+            var address = try makeAddress(path)
+            _ = try withUnsafePointer(to: &address) { p in
+                // Safe because: p points at a sockaddr_un that lives for the call.
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    try retrying("bind \(path)") { bind(fd, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            _ = try retrying("chmod \(path)") { chmod(path, mode_t(permissions)) }
+            _ = try retrying("listen \(path)") { CFerry.listen(fd, backlog) }
+            return socketFD
+        } catch {
+            try? socketFD.close()
+            throw error
+        }
+    }
+
+    /// Accepts one connection. The corresponding C function is `accept`.
+    public static func accept(_ listener: FileDescriptor) throws -> FileDescriptor {
+        let fd = try retrying("accept \(listener.name)") { CFerry.accept(listener.rawValue, nil, nil) }
+        _ = cferry_fcntl_int(fd, F_SETFD, FD_CLOEXEC)
+        return FileDescriptor(rawValue: fd, name: "\(listener.name) connection")
+    }
+
+    /// Connects to the socket at `path`. The corresponding C function is `connect`.
+    public static func connect(to path: String) throws -> FileDescriptor {
+        let fd = try retrying("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let socketFD = FileDescriptor(rawValue: fd, name: path)
+        do {
+            var address = try makeAddress(path)
+            _ = try withUnsafePointer(to: &address) { p in
+                // Safe because: p points at a sockaddr_un that lives for the call.
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                    try retrying("connect \(path)") { CFerry.connect(fd, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            return socketFD
+        } catch {
+            try? socketFD.close()
+            throw error
+        }
+    }
+
+    /// Shuts down both directions, waking a thread blocked in `accept` or `read` on it.
+    public static func shutdown(_ socket: FileDescriptor) {
+        _ = CFerry.shutdown(socket.rawValue, Int32(SHUT_RDWR))
+    }
+
+    private static func makeAddress(_ path: String) throws -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard bytes.count < capacity else { throw SystemError.syscall("socket path \(path) is too long", errno: ENAMETOOLONG) }
+        withUnsafeMutableBytes(of: &address.sun_path) { dst in
+            // Safe because: bytes.count < capacity, and the rest stays zero (NUL-terminated).
+            for (i, b) in bytes.enumerated() { dst[i] = b }
+        }
+        return address
+    }
+}
+
+/// Small process-level facts.
+public enum ProcessInfoRaw {
+    /// This process's id (`getpid`).
+    public static var pid: Int32 { getpid() }
+}
