@@ -106,16 +106,17 @@ public enum Converter {
                 while let entry = try reader.next() {
                     var payload: FilePayload?
                     if entry.kind == .regular {
+                        let size = UInt64(max(0, entry.size))
                         summary.files += 1
-                        summary.uncompressedBytes += entry.size
-                        if entry.size <= UInt64(options.inlineLimit) {
-                            payload = .inline(try readAll(reader, count: Int(entry.size), entry: entry, layer: layerName))
+                        summary.uncompressedBytes += size
+                        if size <= UInt64(options.inlineLimit) {
+                            payload = .inline(try readAll(reader, count: Int(size), entry: entry, layer: layerName))
                             summary.inlineFiles += 1
                         } else {
-                            let chunkCount = Int((entry.size + UInt64(chunkSize) - 1) / UInt64(chunkSize))
+                            let chunkCount = Int((size + UInt64(chunkSize) - 1) / UInt64(chunkSize))
                             let file = table.addFile(chunkCount: chunkCount)
                             for chunk in 0..<chunkCount {
-                                let want = Int(min(UInt64(chunkSize), entry.size - UInt64(chunk) * UInt64(chunkSize)))
+                                let want = Int(min(UInt64(chunkSize), size - UInt64(chunk) * UInt64(chunkSize)))
                                 buffer.removeAll(keepingCapacity: true)
                                 try fill(&buffer, from: reader, count: want, entry: entry, layer: layerName)
                                 try pipeline.submit(buffer, tag: (file, chunk))
