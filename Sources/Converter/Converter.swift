@@ -173,13 +173,13 @@ public enum Converter {
             annotations: [FerryAnnotation.bootstrap: "true", FerryAnnotation.chunkSize: String(options.chunkSize),
                           FerryAnnotation.compressor: options.compression.description])
 
-        let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: Digest(sha256: SHA256.hash(image.config)),
-                                          size: Int64(image.config.count))
+        let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: Digest(sha256: SHA256.hash(image.configBytes)),
+                                          size: Int64(image.configBytes.count))
         let manifest = Manifest(config: configDescriptor, layers: blobs.map(\.descriptor) + [bootstrapDescriptor],
                                 annotations: [FerryAnnotation.sourceManifest: image.manifestDigest.description])
         let manifestBytes = try CanonicalJSON.encode(manifest)
         return ConvertedImage(bootstrapPath: bootstrapPath, bootstrapDescriptor: bootstrapDescriptor, blobs: blobs,
-                              config: image.config, configDescriptor: configDescriptor, manifest: manifest,
+                              config: image.configBytes, configDescriptor: configDescriptor, manifest: manifest,
                               manifestBytes: manifestBytes, manifestDigest: Digest(sha256: SHA256.hash(manifestBytes)),
                               summary: summary)
     }

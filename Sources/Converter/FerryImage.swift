@@ -23,7 +23,7 @@ public struct FerryImage: Sendable {
             throw ConversionError.unsupportedTransport("\(reference): only oci:DIR[:TAG] images can be opened by this build")
         }
         let source = try ImageSources.open(reference)
-        let resolved = try source.resolve(platform: .current)
+        let resolved = try source.resolve(platform: nil)
         guard let bootstrap = resolved.manifest.layers.last(where: {
             $0.annotations?[FerryAnnotation.bootstrap] == "true" || $0.mediaType == MediaType.ferryBootstrap
         }) else { throw ConversionError.notAFerryImage(reference.description) }
