@@ -66,6 +66,11 @@ public enum MediaType {
     public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
     public static let dockerLayerTar = "application/vnd.docker.image.rootfs.diff.tar"
     public static let dockerForeignLayerGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    /// Not in Docker's spec, but written by some tools for zstd layers in Docker manifests.
+    public static let dockerLayerZstd = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+    public static let ociNondistributableLayerTar = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+    public static let ociNondistributableLayerGzip = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+    public static let ociNondistributableLayerZstd = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 
     /// Ferry's EROFS metadata image (the bootstrap), with the chunk tables appended.
     public static let ferryBootstrap = "application/vnd.ferry.bootstrap.v1.erofs"
