@@ -1,5 +1,5 @@
 public import Blob
-import FerrySystem
+public import FerrySystem
 
 /// Reading chunks out of local blob files: verification for `ferry check` and the uncompressed
 /// address spaces for `ferry materialize` / `ferry export`.

@@ -35,7 +35,7 @@ enum BootstrapTree {
                     content = .regular(size: inode.size, data: .chunked(chunkSizeLog2: log2, chunks: try reader.chunks(of: inode)))
                 default:
                     content = .regular(size: inode.size, data: .inline(try reader.contents(of: inode) { _, _, _ in
-                        throw EROFSError.corrupt("inline file refers to a device")
+                        throw EROFSError.corrupt(what: "inode \(inode.nid)", reason: "inline file refers to a device")
                     }))
                 }
             case .symlink: content = .symlink(target: try reader.symlinkTarget(inode))
@@ -47,6 +47,6 @@ enum BootstrapTree {
             nodes[n] = Node(content: content, permissions: inode.permissions, uid: inode.uid, gid: inode.gid,
                             mtimeSeconds: inode.mtimeSeconds, mtimeNanoseconds: inode.mtimeNanoseconds, xattrs: inode.xattrs)
         }
-        return ImageTree(nodes: nodes, devices: reader.devices, uuid: reader.superBlock.uuid, volumeName: reader.superBlock.volumeName)
+        return ImageTree(nodes: nodes, devices: reader.devices, uuid: reader.superBlock.uuid, volumeName: Array(reader.superBlock.volumeName.prefix(while: { $0 != 0 })))
     }
 }

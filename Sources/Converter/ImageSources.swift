@@ -4,7 +4,7 @@ public import OCI
 public enum ImageSources {
     public static func open(_ reference: ImageReference) throws -> any ImageSource {
         switch reference {
-        case let .ociLayout(path, tag): return try OCILayoutSource(path: path, tag: tag)
+        case let .ociLayout(path, tag): return try OCILayoutSource(directory: path, tag: tag)
         case let .dockerArchive(path): return try DockerArchiveSource(path: path)
         case .registry:
             throw ConversionError.unsupportedTransport("\(reference): registry sources are not supported by this build")

@@ -9,8 +9,8 @@ import Logging
 import OCI
 
 /// The `ferryd` command line: flags on top of the configuration file.
-public struct FerryDaemonCommand: ParsableCommand {
-    public static let configuration = CommandConfiguration(
+struct FerryDaemonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         commandName: "ferryd",
         abstract: "Serve Ferry images to the kernel lazily (fanotify pre-content or cachefiles on demand).")
 
@@ -20,9 +20,9 @@ public struct FerryDaemonCommand: ParsableCommand {
     @Option(help: "Kernel backend: auto, fanotify or fscache.") var backend: String?
     @Option(help: "Log level (trace … critical).") var logLevel: String?
 
-    public init() {}
+    init() {}
 
-    public func run() throws {
+    func run() throws {
         var configuration = DaemonConfiguration()
         let configPath = config ?? (FileManager.default.fileExists(atPath: "/etc/ferry/ferryd.json") ? "/etc/ferry/ferryd.json" : nil)
         do {

@@ -27,9 +27,9 @@ import Testing
         let devices = ws.sub("devices")
         let materialized = try Shell.check([Build.ferry, "materialize", "oci:\(out):t", devices])
         let bootstrap = devices + "/bootstrap.erofs"
-        try Shell.check(["fsck.erofs", bootstrap])
         let deviceFiles = materialized.split(separator: "\n").map(String.init).filter { $0.hasSuffix(".blob") }
         #expect(!deviceFiles.isEmpty)
+        try Shell.check(["fsck.erofs"] + deviceFiles.map { "--device=\($0)" } + [bootstrap])
         var loops: [String] = []
         defer { for l in loops { _ = try? Shell.run(["losetup", "-d", l]) } }
         for file in deviceFiles {
