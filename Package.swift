@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem", "Daemon", "KernelBackends"],
-                    swiftSettings: strict),
+                    exclude: ["Fixtures"], swiftSettings: strict),
     ]
 )

@@ -67,7 +67,9 @@ enum TreeLayout {
         case .fifo:
             content = .fifo
         }
-        return EROFS.Node(content: content, permissions: UInt16(source.mode & 0o7777), uid: source.uid, gid: source.gid,
+        // Linux gives every symlink 0777 whatever the archive says (umoci and tar create them so).
+        let permissions = content.isSymlink ? 0o777 : UInt16(source.mode & 0o7777)
+        return EROFS.Node(content: content, permissions: permissions, uid: source.uid, gid: source.gid,
                           mtimeSeconds: source.mtimeSeconds, mtimeNanoseconds: source.mtimeNanoseconds,
                           xattrs: source.xattrs.map { EROFS.ExtendedAttribute(name: $0.name, value: $0.value) })
     }
@@ -75,5 +77,12 @@ enum TreeLayout {
     /// Linux's `new_encode_dev`: what EROFS stores in `i_u.rdev`.
     static func encodeDevice(major: UInt32, minor: UInt32) -> UInt32 {
         (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
+    }
+}
+
+extension NodeContent {
+    var isSymlink: Bool {
+        if case .symlink = self { return true }
+        return false
     }
 }

@@ -12,7 +12,7 @@ final class DaemonProcess {
         stateDirectory = workspace.sub("\(name)-state")
         socket = workspace.sub("\(name).sock")
         logPath = workspace.sub("\(name).log")
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: Build.ferryd)
         process.arguments = ["--state-dir", stateDirectory, "--socket", socket, "--log-level", "debug"] + extraArguments
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -82,7 +82,7 @@ enum TreeDiff {
             if e.size != a.size { differ("size", e.size, a.size); return }
             let eb = try RawPath.contents(ePath), ab = try RawPath.contents(aPath)
             if eb != ab {
-                let first = zip(eb, ab).firstIndex(where: { $0 != $1 }) ?? min(eb.count, ab.count)
+                let first = zip(eb, ab).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset ?? min(eb.count, ab.count)
                 problems.append("\(name): contents differ (first difference at byte \(first))")
             }
         } else if e.type == 0o020000 || e.type == 0o060000 {
