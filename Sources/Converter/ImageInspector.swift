@@ -113,3 +113,38 @@ extension String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
 }
+
+extension ImageInspector {
+    /// Where one chunk of a file is stored.
+    public struct ChunkLocation: Sendable, Codable {
+        public var index: Int
+        /// Hex digest of the blob, or nil for a hole.
+        public var blob: String?
+        public var digest: String?
+        public var compressedOffset: UInt64
+        public var compressedSize: UInt32
+        public var uncompressedOffset: UInt64
+        public var uncompressedSize: UInt32
+        public var alignedSize: UInt64
+        public var compression: String
+    }
+
+    /// The chunks of the regular file at `path`, in file order.
+    public static func chunks(_ image: FerryImage, of path: String) throws -> [ChunkLocation] {
+        let reader = try ImageReader(path: image.bootstrapPath)
+        let inode = try reader.lookup(path: path)
+        guard inode.type == .regular, case .chunked = inode.layout else { return [] }
+        let blobs = image.metadata.blobs
+        return try reader.chunks(of: inode).enumerated().map { i, ref in
+            guard case let .stored(device, block) = ref, device >= 1, Int(device) <= blobs.count,
+                  let c = blobs[Int(device) - 1].chunks.first(where: { $0.uncompressedOffset == UInt64(block) * blobBlockSize }) else {
+                return ChunkLocation(index: i, blob: nil, digest: nil, compressedOffset: 0, compressedSize: 0, uncompressedOffset: 0,
+                                     uncompressedSize: 0, alignedSize: 0, compression: "hole")
+            }
+            return ChunkLocation(index: i, blob: blobs[Int(device) - 1].hexDigest, digest: hexString(c.digest),
+                                 compressedOffset: c.compressedOffset, compressedSize: c.compressedSize,
+                                 uncompressedOffset: c.uncompressedOffset, uncompressedSize: c.uncompressedSize,
+                                 alignedSize: c.alignedSize, compression: c.compression.description)
+        }
+    }
+}

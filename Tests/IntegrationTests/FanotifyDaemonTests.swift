@@ -1,0 +1,153 @@
+import Foundation
+import Testing
+
+/// ferryd's fanotify backend on this host's kernel: a converted image mounted lazily with
+/// `ferry mount`, read through file-backed EROFS, every byte judged against `umoci unpack`.
+@Suite(.serialized) struct FanotifyDaemonTests {
+    static let tools = RichImage.tools
+
+    /// Converts the rich image once per test into `ws` and returns its `oci:` reference.
+    static func converted(_ ws: Workspace, chunkSize: String = "64KiB") throws -> (image: RichImage, reference: String, layout: String) {
+        let image = try RichImage.get()
+        let layout = ws.sub("ferry-image")
+        try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(layout):t", "--chunk-size", chunkSize])
+        return (image, "oci:\(layout):t", layout)
+    }
+
+    static func mountpoint(_ ws: Workspace, _ name: String = "mnt") throws -> String {
+        let path = ws.sub(name)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func lazilyMountedImageEqualsUmociUnpackEveryByte() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-correct")
+        let (image, reference, _) = try Self.converted(ws)
+        let daemon = try DaemonProcess(workspace: ws)
+        let mnt = try Self.mountpoint(ws)
+        let out = try daemon.ferry(["mount", reference, mnt])
+        #expect(out.contains("backend fanotify"))
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(mounts.split(separator: "\n").contains { $0.contains(" \(mnt) erofs ") }, "an EROFS mount, no FUSE")
+        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
+        #expect(diff.isEmpty, "ferryd mount differs from umoci unpack:\n\(diff.joined(separator: "\n"))\n\(daemon.log.suffix(3000))")
+    }
+
+    @Test func readingOneFileFetchesOnlyItsChunks() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-lazy")
+        let (_, reference, layout) = try Self.converted(ws)
+        let daemon = try DaemonProcess(workspace: ws)
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        let cacheDir = daemon.stateDirectory + "/cache"
+        let before = try Shell.check(["du", "-sb", "--apparent-size", cacheDir])
+        _ = before
+        let allocatedBefore = try allocated(cacheDir)
+        #expect(allocatedBefore == 0, "nothing is fetched at mount time")
+        #expect(try daemon.images().first?["bytesFetched"] as? Int == 0)
+
+        // usr/lib/odd-size: 1,500,001 bytes = 23 chunks of 64 KiB; each compressed chunk is fetched once.
+        let data = try Data(contentsOf: URL(fileURLWithPath: mnt + "/usr/lib/odd-size"))
+        #expect(data.count == 1_500_001)
+        let status = try #require(try daemon.images().first)
+        let fetched = try #require(status["bytesFetched"] as? Int)
+        let expected = try chunkBytes(of: "usr/lib/odd-size", layout: layout)
+        #expect(fetched == expected.compressed, "fetched exactly the file's compressed chunks")
+        let allocatedAfter = try allocated(cacheDir)
+        #expect(allocatedAfter >= expected.uncompressed && allocatedAfter <= expected.uncompressed + 64 * 1024,
+                "cache files grew by what was read (\(allocatedAfter) bytes allocated, file needs \(expected.uncompressed))")
+    }
+
+    @Test func aCorruptChunkGivesEIOOnThatFileOnly() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-corrupt")
+        let (image, reference, layout) = try Self.converted(ws)
+        // Flip one byte inside the first chunk of etc/shared in the layout's blob.
+        let (blobPath, offset) = try firstChunkLocation(of: "etc/shared", layout: layout)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: blobPath))
+        try handle.seek(toOffset: offset + 10)
+        let byte = try handle.read(upToCount: 1) ?? Data([0])
+        try handle.seek(toOffset: offset + 10)
+        try handle.write(contentsOf: Data([byte[0] ^ 0xff]))
+        try handle.close()
+
+        let daemon = try DaemonProcess(workspace: ws)
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        let bad = try Shell.run(["cat", mnt + "/etc/shared"])
+        #expect(bad.status != 0 && bad.stderr.contains("Input/output error"), "got \(bad.status): \(bad.stderr)")
+        // Other files read fine and exactly.
+        for path in ["etc/passwd", "usr/lib/odd-size", "bin/tool"] {
+            let got = try Data(contentsOf: URL(fileURLWithPath: "\(mnt)/\(path)"))
+            let want = try Data(contentsOf: URL(fileURLWithPath: "\(image.reference)/\(path)"))
+            #expect(got == want, "\(path)")
+        }
+        #expect(daemon.log.contains("digest mismatch"), "the log names the cause")
+        let status = try #require(try daemon.images().first)
+        #expect((status["chunksFailed"] as? Int ?? 0) >= 1)
+    }
+
+    @Test func sixteenConcurrentReadersGetCorrectBytes() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-concurrent")
+        let (image, reference, _) = try Self.converted(ws)
+        let daemon = try DaemonProcess(workspace: ws)
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        // A reader killed in the middle of a read leaves nothing stuck.
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: "/bin/sh")
+        victim.arguments = ["-c", "exec cat \(mnt)/usr/lib/big.bin > /dev/null"]
+        try victim.run()
+        usleep(20_000)
+        victim.terminate()
+        victim.waitUntilExit()
+
+        let files = ["usr/lib/big.bin", "usr/lib/odd-size", "usr/lib/odd-copy", "etc/shared", "etc/shared-again", "bin/tool",
+                     "data/dir3000/entry-00007-nnnnnnn", "etc/exact4k"]
+        let script = (0..<16).map { i in
+            let f = files[i % files.count]
+            return "(cmp \(mnt)/\(f) '\(image.reference)/\(f)' && echo ok-\(i)) &"
+        }.joined(separator: "\n") + "\nwait"
+        let result = try Shell.run(["timeout", "120", "sh", "-c", script])
+        let oks = result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok-") }.count
+        #expect(oks == 16, "\(result.stdout)\(result.stderr)")
+    }
+}
+
+/// Bytes allocated on disk by the files in a directory (what `du` counts).
+func allocated(_ dir: String) throws -> Int {
+    let out = try Shell.check(["du", "-sB1", dir])
+    return Int(out.split(separator: "\t").first ?? "0") ?? 0
+}
+
+/// The compressed and uncompressed bytes of the distinct chunks a file of the image uses,
+/// as `ferry inspect --chunks` reports them.
+func chunkBytes(of path: String, layout: String) throws -> (compressed: Int, uncompressed: Int) {
+    let out = try Shell.check([Build.ferry, "inspect", "oci:\(layout):t", "--chunks", path, "--json"])
+    let rows = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
+    var seen = Set<String>()
+    var compressed = 0, uncompressed = 0
+    for row in rows {
+        guard let digest = row["digest"] as? String, seen.insert(digest).inserted else { continue }
+        compressed += row["compressedSize"] as? Int ?? 0
+        uncompressed += row["alignedSize"] as? Int ?? 0
+    }
+    return (compressed, uncompressed)
+}
+
+/// Where the first chunk of a file is stored: the blob file and the byte offset in it.
+func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt64) {
+    let out = try Shell.check([Build.ferry, "inspect", "oci:\(layout):t", "--chunks", path, "--json"])
+    let rows = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
+    guard let first = rows.first, let blob = first["blob"] as? String, let offset = first["compressedOffset"] as? Int else {
+        throw Shell.Failure(command: "inspect --chunks", status: 1, output: out)
+    }
+    return ("\(layout)/blobs/sha256/\(blob)", UInt64(offset))
+}
