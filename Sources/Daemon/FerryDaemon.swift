@@ -57,12 +57,15 @@ public final class FerryDaemon: Sendable {
     public func start() throws {
         let dir = (configuration.socketPath as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
-        listener.withLock { $0 = socket }
         let backend = self.backend, logger = self.logger
+        backend.beginRestore()
         Thread.detachNewThread {
             do { try backend.run() } catch { logger.critical("kernel backend stopped", metadata: ["error": "\(error)"]) }
         }
+        restoreRegistrations()
+        backend.endRestore()
+        let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
+        listener.withLock { $0 = socket }
         Thread.detachNewThread { [self] in acceptLoop(socket) }
         logger.info("ferryd ready", metadata: ["backend": "\(backend.name)", "socket": "\(configuration.socketPath)"])
     }
@@ -163,6 +166,7 @@ public final class FerryDaemon: Sendable {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "\(error)")
         }
         state.withLock { $0.mounts[canonicalTarget] = image.id }
+        saveRegistrations()
         logger.info("mounted", metadata: ["image": "\(reference)", "id": "\(image.id.prefix(12))", "at": "\(canonicalTarget)"])
         return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count)
     }
@@ -175,6 +179,61 @@ public final class FerryDaemon: Sendable {
         }
         try mounter.unmount(canonicalTarget)
         state.withLock { _ = $0.mounts.removeValue(forKey: canonicalTarget) }
+        saveRegistrations()
+    }
+
+    /// One mount to re-attach after a restart.
+    struct Registration: Codable {
+        var reference: String
+        var mountpoint: String
+    }
+
+    private var registrationsPath: String { configuration.stateDirectory + "/mounts.json" }
+
+    /// Persists the mounts atomically (write, fsync, rename), so a restarted ferryd serves them again.
+    private func saveRegistrations() {
+        let entries: [Registration] = state.withLock { s in
+            s.mounts.sorted { $0.key < $1.key }.compactMap { mount in
+                s.images[mount.value].map { Registration(reference: $0.reference, mountpoint: mount.key) }
+            }
+        }
+        do {
+            let data = try JSONEncoder().encode(entries)
+            let temp = registrationsPath + ".tmp"
+            let fd = try FileDescriptor.open(temp, .createTruncate, permissions: 0o600)
+            try fd.write(Array(data))
+            try fd.sync()
+            try fd.close()
+            guard rename(temp, registrationsPath) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+        } catch {
+            logger.error("cannot persist mounts", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Re-attaches the images of mounts a previous ferryd made that are still mounted.
+    private func restoreRegistrations() {
+        guard let data = FileManager.default.contents(atPath: registrationsPath),
+              let entries = try? JSONDecoder().decode([Registration].self, from: data) else { return }
+        let mounted = Set(((try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && fields[2] == "erofs" ? String(fields[1]) : nil
+        })
+        for entry in entries where mounted.contains(entry.mountpoint) {
+            do {
+                let resolved = try resolver(entry.reference, configuration.stateDirectory)
+                let image = state.withLock { s -> RegisteredImage in
+                    if let existing = s.images[resolved.id] { return existing }
+                    s.images[resolved.id] = resolved
+                    return resolved
+                }
+                _ = try backend.attach(image)
+                state.withLock { $0.mounts[entry.mountpoint] = image.id }
+                logger.notice("re-attached mount of a previous ferryd", metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
+            } catch {
+                logger.error("cannot re-attach mount", metadata: ["at": "\(entry.mountpoint)", "error": "\(error)"])
+            }
+        }
+        saveRegistrations()
     }
 
     /// Per-image figures for `GET /images` and `ferry status`.

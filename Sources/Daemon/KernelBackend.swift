@@ -20,6 +20,11 @@ public protocol KernelBackend: AnyObject, Sendable {
     func run() throws
     /// Stops serving (pending requests are answered first).
     func stop()
+    /// Called before a restarted daemon re-attaches the images it served: requests for blobs not
+    /// attached yet are held instead of failed.
+    func beginRestore()
+    /// Re-attaching is done: held requests are served (or failed if still unknown).
+    func endRestore()
 }
 
 /// One image the daemon serves: its bootstrap, chunk tables and the sources of its blobs.

@@ -66,8 +66,18 @@ struct FerryDaemonCommand: ParsableCommand {
     }
 }
 
-/// Entry point of the `ferryd` executable.
-public func runFerryDaemon() { FerryDaemonCommand.main() }
+/// Entry point of the `ferryd` executable (`ferryd hold-group` runs the fanotify group holder).
+public func runFerryDaemon() {
+    let arguments = CommandLine.arguments
+    if arguments.count == 4, arguments[1] == "hold-group", arguments[2] == "--socket" {
+        signal(SIGHUP, SIG_IGN)
+        do { try FanotifyGroupHolder.serve(socketPath: arguments[3]) } catch {
+            FileHandle.standardError.write(Data("ferryd hold-group: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+    FerryDaemonCommand.main()
+}
 
 /// Builds a daemon from a configuration: chunk store, backend, image resolver.
 enum DaemonAssembly {
@@ -78,13 +88,23 @@ enum DaemonAssembly {
         let backend: any KernelBackend
         switch configuration.backend {
         case "auto", "fanotify":
-            do {
-                let group = try FanotifyGroup.preContent()
-                backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate,
-                                              logger: logger)
-            } catch {
-                throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
+            let holderSocket = state + "/fanotify-group.sock"
+            let group: FanotifyGroup
+            if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
+                group = inherited
+                let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+                logger.notice("took over the fanotify group of a previous ferryd",
+                              metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+            } else {
+                do {
+                    group = try FanotifyGroup.preContent()
+                } catch {
+                    throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
+                }
+                try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+                try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
             }
+            backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
         default:
             throw DaemonError.backendUnavailable("backend \"\(configuration.backend)\" is not available in this build")
         }

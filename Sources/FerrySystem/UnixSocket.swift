@@ -75,3 +75,23 @@ public enum ProcessInfoRaw {
     /// This process's id (`getpid`).
     public static var pid: Int32 { getpid() }
 }
+
+extension UnixSocket {
+    /// Sends one tag byte and, when given, a file descriptor (SCM_RIGHTS).
+    public static func send(tag: UInt8, descriptor: FileDescriptor?, over socket: FileDescriptor) throws {
+        if let descriptor {
+            _ = try retrying("sendmsg(SCM_RIGHTS) \(socket.name)") { cferry_send_fd(socket.rawValue, descriptor.rawValue, tag) }
+        } else {
+            try socket.write([tag])
+        }
+    }
+
+    /// Receives one tag byte and the descriptor sent with it, if any. Nil at end of stream.
+    public static func receive(over socket: FileDescriptor) throws -> (tag: UInt8, descriptor: FileDescriptor?)? {
+        var fd: Int32 = -1
+        var tag: UInt8 = 0
+        let n = try retrying("recvmsg(SCM_RIGHTS) \(socket.name)") { cferry_recv_fd(socket.rawValue, &fd, &tag) }
+        if n == 0 { return nil }
+        return (tag, fd >= 0 ? FileDescriptor(rawValue: fd, name: "received descriptor") : nil)
+    }
+}

@@ -22,6 +22,8 @@ public final class FanotifyBackend: KernelBackend {
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
     private let blobs = Mutex<[String: CacheFile]>([:])
     private let stopping = Atomic<Bool>(false)
+    /// Events for files not (yet) attached, held while a restarted ferryd re-attaches its images.
+    private let parked = Mutex<[FanotifyEvent]?>(nil)
 
     /// A blob's cache file and the filler that writes it.
     final class CacheFile: Sendable {
@@ -148,6 +150,18 @@ public final class FanotifyBackend: KernelBackend {
         stopping.store(true, ordering: .relaxed)
     }
 
+    public func beginRestore() {
+        parked.withLock { $0 = [] }
+    }
+
+    public func endRestore() {
+        let events = parked.withLock { list -> [FanotifyEvent] in
+            defer { list = nil }
+            return list ?? []
+        }
+        for event in events { handle(event) }
+    }
+
     private func handle(_ event: FanotifyEvent) {
         guard event.isPermissionEvent, event.fd >= 0 else {
             if event.mask & FanotifyConstants.queueOverflow != 0 { logger.error("fanotify queue overflow") }
@@ -161,8 +175,17 @@ public final class FanotifyBackend: KernelBackend {
         }
         let eventFile = FileDescriptor(rawValue: event.fd, name: "fanotify event fd")
         guard let identity = try? eventFile.identity(), let file = files.withLock({ $0[identity] }) else {
-            // Not one of our cache files (e.g. a mark left by a previous instance): do not block it.
-            answer(event, .allow)
+            // A file marked in this group that is not attached: a cache file of a previous ferryd whose
+            // image is being re-attached. Never allow it unfilled: hold it until restoring ends, else EIO.
+            let held = parked.withLock { list -> Bool in
+                guard list != nil else { return false }
+                list?.append(event)
+                return true
+            }
+            if !held {
+                logger.error("event for a cache file no image uses; answering EIO")
+                answer(event, .denyWithErrno(EIO))
+            }
             return
         }
         let blob = file.filler.blob

@@ -150,3 +150,56 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
     }
     return ("\(layout)/blobs/sha256/\(blob)", UInt64(offset))
 }
+
+@Suite(.serialized) struct FanotifyCrashTests {
+    /// SIGKILL of ferryd while readers are in the middle of reading: no reader ever gets wrong
+    /// bytes (each either reads everything right, or fails with EIO if its request was in flight),
+    /// readers that start while no ferryd runs block and then succeed, and the restarted ferryd
+    /// serves the same mount without unmounting it.
+    @Test func killDuringReadsNeverYieldsWrongBytes() throws {
+        guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
+        let ws = try Workspace("fan-kill")
+        let (image, reference, _) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
+        var daemon = try DaemonProcess(workspace: ws)
+        let mnt = try FanotifyDaemonTests.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? Shell.run(["umount", "-l", mnt]) }
+        let files = ["usr/lib/big.bin", "usr/lib/odd-size", "usr/lib/odd-copy", "etc/shared", "bin/tool"]
+        var verdicts: [String] = []
+        for round in 0..<3 {
+            // Readers compare every byte with the reference while ferryd is killed under them.
+            // (Each reader is its own process: a shell's `wait` can hang when the test runner
+            // masks SIGCHLD.)
+            var readers: [(Process, Int)] = []
+            for (i, f) in files.enumerated() {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/cmp")
+                p.arguments = ["\(mnt)/\(f)", "\(image.reference)/\(f)"]
+                p.standardOutput = FileHandle.nullDevice
+                let err = ws.path + "/err-\(round)-\(i)"
+                _ = FileManager.default.createFile(atPath: err, contents: nil)
+                p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+                try p.run()
+                readers.append((p, i))
+            }
+            usleep(30_000)
+            daemon.kill()
+            usleep(300_000)
+            daemon = try DaemonProcess(workspace: ws)
+            for (p, i) in readers {
+                p.waitUntilExit()
+                guard p.terminationStatus != 0 else { continue }
+                let err = (try? String(contentsOfFile: "\(ws.path)/err-\(round)-\(i)", encoding: .utf8)) ?? ""
+                verdicts.append("round \(round) \(files[i]): \(err)")
+                #expect(err.contains("Input/output error"), "a reader saw something other than EIO: \(err)")
+                #expect(!err.contains("differ"), "WRONG BYTES in \(files[i]): \(err)")
+            }
+            // Drop the page cache of the mount so the next round reads through the cache files again.
+            _ = try? Shell.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"])
+        }
+        print("reads failed with EIO across the kills (in-flight requests of a killed ferryd): \(verdicts.count)")
+        // After the restarts everything reads back exactly, through the same mount.
+        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
+        #expect(diff.isEmpty, "\(diff.joined(separator: "\n"))\n\(daemon.log.suffix(2000))")
+    }
+}

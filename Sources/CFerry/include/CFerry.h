@@ -98,4 +98,35 @@ static inline int cferry_fallocate(int fd, int mode, off_t offset, off_t len) {
     return (int)syscall(SYS_fallocate, fd, mode, offset, len);
 }
 
+
+// MARK: file descriptor passing (CMSG_* are macros)
+static inline int cferry_send_fd(int sock, int fd, unsigned char tag) {
+    struct msghdr msg = {0};
+    struct iovec iov = { .iov_base = &tag, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    memset(&u, 0, sizeof(u));
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    msg.msg_control = u.buf; msg.msg_controllen = sizeof(u.buf);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS; c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return (int)sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+/* Receives one byte and at most one fd; *fd_out is -1 when no fd came. Returns bytes read. */
+static inline int cferry_recv_fd(int sock, int *fd_out, unsigned char *tag) {
+    struct msghdr msg = {0};
+    struct iovec iov = { .iov_base = tag, .iov_len = 1 };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    memset(&u, 0, sizeof(u));
+    msg.msg_iov = &iov; msg.msg_iovlen = 1;
+    msg.msg_control = u.buf; msg.msg_controllen = sizeof(u.buf);
+    *fd_out = -1;
+    int n = (int)recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) { memcpy(fd_out, CMSG_DATA(c), sizeof(int)); }
+    }
+    return n;
+}
+
 #endif

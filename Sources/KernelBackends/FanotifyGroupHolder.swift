@@ -1,0 +1,79 @@
+public import FerrySystem
+import Foundation
+
+/// Keeps ferryd's fanotify group alive across daemon crashes and restarts.
+///
+/// The kernel destroys a group when its last descriptor closes, and with it the marks: reads of
+/// the cache files would then see holes as zeros. So the group's descriptor is also held by a
+/// tiny holder process (`ferryd hold-group`), which does nothing but hand it to the next ferryd
+/// over a Unix socket (SCM_RIGHTS). While no ferryd runs, the kernel queues events and readers
+/// block; the next ferryd takes the group over and serves them. See Kernel-Notes/fanotify-precontent.md.
+public enum FanotifyGroupHolder {
+    static let put: UInt8 = 0x50  // "P": here is the group
+    static let get: UInt8 = 0x47  // "G": give me the group
+    static let found: UInt8 = 0x67
+    static let none: UInt8 = 0x6e
+
+    /// Runs the holder: serves `get` and `put` requests on `socketPath` forever.
+    public static func serve(socketPath: String) throws -> Never {
+        let listener = try UnixSocket.listen(at: socketPath, permissions: 0o600)
+        var held: [FileDescriptor] = []
+        while true {
+            guard let connection = try? UnixSocket.accept(listener) else { continue }
+            defer { try? connection.close() }
+            guard let (tag, descriptor) = try? UnixSocket.receive(over: connection) else { continue }
+            switch tag {
+            case put:
+                // Keep every group ever deposited: closing one could destroy a group still marked.
+                if let descriptor { held.append(descriptor) }
+                try? connection.write([found])
+            case get:
+                try? UnixSocket.send(tag: held.last == nil ? none : found, descriptor: held.last, over: connection)
+            default:
+                descriptor.map { try? $0.close() }
+            }
+        }
+    }
+
+    /// The group held by a running holder, or nil when there is none.
+    public static func fetch(socketPath: String) -> FanotifyGroup? {
+        guard let socket = try? UnixSocket.connect(to: socketPath) else { return nil }
+        defer { try? socket.close() }
+        guard (try? UnixSocket.send(tag: get, descriptor: nil, over: socket)) != nil,
+              let reply = try? UnixSocket.receive(over: socket), reply.tag == found, let fd = reply.descriptor else { return nil }
+        return FanotifyGroup(adopting: FileDescriptor(rawValue: fd.rawValue, name: "fanotify group (taken over)"))
+    }
+
+    /// Starts a holder process (this executable with `hold-group`) and hands it `group`.
+    public static func startHolder(for group: FanotifyGroup, socketPath: String, executable: String = "/proc/self/exe") throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["hold-group", "--socket", socketPath]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<200 {
+            if let socket = try? UnixSocket.connect(to: socketPath) {
+                defer { try? socket.close() }
+                try UnixSocket.send(tag: put, descriptor: group.descriptor, over: socket)
+                _ = try socket.read(upTo: 1, partial: true)
+                return
+            }
+            usleep(10_000)
+        }
+        throw SystemError.syscall("fanotify group holder did not start at \(socketPath)", errno: 110)
+    }
+
+    /// Answers permission events that a dead ferryd had read but not answered, with EIO, so their
+    /// readers fail instead of blocking forever. The kernel matches a response by the event's fd
+    /// number in the reader's table, which died with it; so every plausible number is tried. Call
+    /// before reading any event yourself.
+    public static func answerOrphans(of group: FanotifyGroup, upTo limit: Int32 = 4096) -> [Int32] {
+        var answered: [Int32] = []
+        for fd in 0..<limit where (try? group.respond(to: fd, .denyWithErrno(5))) != nil {
+            answered.append(fd)
+        }
+        return answered
+    }
+}
