@@ -83,6 +83,8 @@ import Testing
                     shared.update { $0.errors.append("unknown opcode \(opcode)") }
                 }
             }
+            // Stopping closes the anonymous fds, as the death of the process would.
+            for fd in objects.values { _ = close(fd) }
         } catch {
             shared.update { $0.errors.append("\(error)") }
         }
@@ -149,7 +151,6 @@ import Testing
         let shared = Shared()
         Thread.detachNewThread { Self.serve(device, image: dir + "/image.erofs", fsid: "dead-img", shared: shared) }
         try Mount.erofsOnDemand(fsid: "dead-img", at: mnt)
-        defer { try? Mount.unmount(mnt, flags: .detach) }
         let first = try FileDescriptor.open(mnt + "/first", .readOnly)
         #expect(try first.read(upTo: 3 * 4096) == pattern(3 * 4096, seed: 1))
         try first.close()
@@ -158,12 +159,30 @@ import Testing
         shared.lock.lock(); shared.stop = true; shared.lock.unlock()
         usleep(500_000)
         try device.close()
-        let second = try FileDescriptor.open(mnt + "/second", .readOnly)
-        defer { try? second.close() }
-        #expect(throws: SystemError.syscall("read \(mnt)/second", errno: EIO)) { _ = try second.read(upTo: 200_000) }
-        // A new daemon cannot take over a cache whose device fd was closed: the cache is dead,
-        // and opening /dev/cachefiles again gives a new, unbound cache.
-        let again = try CachefilesDevice.open()
-        try again.close()
+        // Anything not cached yet fails with EIO: here already the open, whose inode lies in a
+        // metadata block that was never read (the kernel logs "failed to get inode ... err -5").
+        do {
+            let second = try FileDescriptor.open(mnt + "/second", .readOnly)
+            defer { try? second.close() }
+            let bytes = try second.read(upTo: 200_000)
+            Issue.record("read \(bytes.count) bytes after the device closed")
+        } catch let SystemError.syscall(_, errno) {
+            // EIO when the device closes while object fds are open (cachefiles_flush_reqs);
+            // ENOBUFS when the object fds closed first, as here (the object must be reopened,
+            // and nobody answers). Either way a failure, never wrong bytes.
+            #expect(errno == EIO || errno == ENOBUFS, "errno \(errno)")
+        }
+        // What was cached before stays readable from the page cache.
+        let firstAgain = try FileDescriptor.open(mnt + "/first", .readOnly)
+        #expect(try firstAgain.read(upTo: 3 * 4096) == pattern(3 * 4096, seed: 1))
+        try firstAgain.close()
+        // Observation for Kernel-Notes (not asserted): can a new daemon open the device while the
+        // dead cache's mount exists, and after it is unmounted?
+        func tryOpen() -> String {
+            do { try CachefilesDevice.open().close(); return "opens" } catch { return "\(error)" }
+        }
+        print("cachefiles-vm: reopen with the mount still present: \(tryOpen())")
+        try Mount.unmount(mnt)
+        print("cachefiles-vm: reopen after unmount: \(tryOpen())")
     }
 }
