@@ -166,3 +166,37 @@ import Testing
         #expect(LayerCompression(sniffing: tar[...]) == .none)
     }
 }
+
+@Suite struct FileSourceTests {
+    /// Skipping unread data seeks in the file; a file cut inside a member's data still fails.
+    @Test func truncatedTarFileFailsWhenSkippingData() throws {
+        let dir = try makeTemporaryDirectory("file")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var tar = TarBuilder()
+        tar.file("big", String(repeating: "b", count: 5000))
+        tar.file("next", "n")
+        tar.end()
+        try writeFile("\(dir)/whole.tar", tar.bytes)
+        try writeFile("\(dir)/cut.tar", Array(tar.bytes.prefix(3000)))
+        let whole = TarReader(source: try FileSource(path: "\(dir)/whole.tar"), layer: "whole")
+        #expect(try whole.next()?.path == components("big"))
+        #expect(try whole.next()?.path == components("next"))
+        #expect(whole.dataOffset == 512 + 5120 + 512)
+        #expect(try whole.readData(upTo: 10).map(Array.init) == Array("n".utf8))
+        #expect(try whole.next() == nil)
+        let cut = TarReader(source: try FileSource(path: "\(dir)/cut.tar"), layer: "cut")
+        _ = try cut.next()
+        expectOCIError("cut", { _ = try cut.next() }) {
+            if case let .malformedTar(layer, entry, _) = $0 { return layer == "cut" && entry == "big" }
+            return false
+        }
+        // A byte range of a file reads exactly that range.
+        let range = try FileSource(path: "\(dir)/whole.tar", offset: 512, length: 5000).readAll(limit: 1 << 20, what: "range")
+        #expect(range == [UInt8](repeating: UInt8(ascii: "b"), count: 5000))
+        expectOCIError("not a layout", { _ = try ImageReference(parsing: "oci:\(dir)/nothing:tag").openLocalSource() }) {
+            if case .malformedImageStore = $0 { return true }
+            return false
+        }
+        #expect(try ImageReference(parsing: "docker://localhost:5000/x:1").openLocalSource() == nil)
+    }
+}

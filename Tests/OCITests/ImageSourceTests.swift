@@ -33,6 +33,8 @@ layer(sys.argv[1], [
     ('keep/a', R, b'a', {}),
     ('run/fifo', F, b'', {'mode': 0o600}),
     ('sticky', D, b'', {'mode': 0o1777}),
+    ('dev/null', tarfile.CHRTYPE, b'', {'mode': 0o666, 'devmajor': 1, 'devminor': 3}),
+    ('dev/loop7', tarfile.BLKTYPE, b'', {'mode': 0o660, 'gid': 6, 'devmajor': 7, 'devminor': 7}),
 ])
 layer(sys.argv[2], [
     ('.wh.x', R, b'', {}),
@@ -70,15 +72,15 @@ func listing(of tree: MergedTree<[UInt8]>) -> Listing {
         case let .regular(_, payload): what = "file " + String(decoding: payload ?? [], as: UTF8.self)
         case let .symlink(target): what = "symlink " + String(decoding: target, as: UTF8.self)
         case .fifo: what = "fifo"
-        case .characterDevice: what = "chr"
-        case .blockDevice: what = "blk"
+        case let .characterDevice(major, minor): what = "chr \(major):\(minor)"
+        case let .blockDevice(major, minor): what = "blk \(major):\(minor)"
         }
         var group = ""
         if !node.isDirectory {
             if firstName[index] == nil { firstName[index] = name }
             group = firstName[index] ?? ""
         }
-        let mode = node.isDirectory || what.hasPrefix("file") || what == "fifo" ? String(node.mode, radix: 8) : "-"
+        let mode = what.hasPrefix("symlink") ? "-" : String(node.mode, radix: 8)
         out[name] = "\(what) mode=\(mode) \(node.uid):\(node.gid) mtime=\(node.mtimeSeconds) link=\(group)"
         return true
     }
@@ -111,8 +113,8 @@ func listing(ofDirectory root: String, implicitDirectories: Set<String>) throws 
             case .typeSymbolicLink?:
                 what = "symlink " + (try manager.destinationOfSymbolicLink(atPath: path))
                 shownMode = "-"
-            case .typeCharacterSpecial?: what = "chr"
-            case .typeBlockSpecial?: what = "blk"
+            case .typeCharacterSpecial?: what = "chr " + (try deviceNumbers(path))
+            case .typeBlockSpecial?: what = "blk " + (try deviceNumbers(path))
             default: what = "fifo"
             }
             if type != .typeDirectory {
@@ -125,6 +127,12 @@ func listing(ofDirectory root: String, implicitDirectories: Set<String>) throws 
     }
     try visit("")
     return out
+}
+
+/// "major:minor" of a device node, from stat(1) (Foundation does not expose st_rdev).
+func deviceNumbers(_ path: String) throws -> String {
+    let fields = try run("stat", ["-c", "%t %T", path]).split(separator: " ").map { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) ?? 0 }
+    return fields.map(String.init).joined(separator: ":")
 }
 
 /// Reads every layer of an image into a merged tree whose payloads are the file contents.
