@@ -169,5 +169,9 @@ func merge(_ layers: [[(TarEntry, String?)]]) throws -> MergedTree<String> {
         #expect(size == 99 && payload == 42)
         #expect(node.mode == 0o4755 && node.uid == 1 && node.gid == 2 && node.mtimeSeconds == 3 && node.mtimeNanoseconds == 4)
         #expect(node.xattrs == xattrs)
+        tree.setPayload(7, of: try #require(tree.lookup(components("f"))))
+        if case let .regular(size, payload) = tree.nodes[try #require(tree.lookup(components("f")))].content {
+            #expect(size == 99 && payload == 7)
+        }
     }
 }
