@@ -106,7 +106,10 @@ public struct DeviceSlot: Sendable, Hashable {
     }
 }
 
-/// A whole filesystem tree ready to be written: `nodes[0]` is the root directory.
+/// A whole filesystem tree ready to be written: `nodes[0]` is the root directory. Every node
+/// must be reachable from the root, and each directory other than the root must be named by
+/// exactly one entry (no directory hard links); the writer throws `EROFSError.invalidTree`
+/// otherwise.
 public struct ImageTree: Sendable {
     public var nodes: [Node]
     /// Extra devices, in device-id order (device id 1 is `devices[0]`).
@@ -115,9 +118,11 @@ public struct ImageTree: Sendable {
     /// (`FileData.contiguous` addresses blocks 1 ..< 1 + dataBlocks; block 0 holds the superblock).
     /// Metadata starts after them. 0 for a bootstrap.
     public var dataBlocks: UInt32
-    /// The 16-byte filesystem UUID; Ferry derives it from the content for reproducibility.
+    /// The 16-byte filesystem UUID. All zeroes (the default) makes the writer derive one from
+    /// the image content, so equal trees still give equal bytes.
     public var uuid: [UInt8]
-    /// The volume name (up to 16 bytes).
+    /// The volume name: at most 15 bytes without NUL (Linux 6.1 needs a NUL inside the
+    /// 16-byte field).
     public var volumeName: [UInt8]
 
     public init(nodes: [Node], devices: [DeviceSlot] = [], dataBlocks: UInt32 = 0,

@@ -67,11 +67,9 @@ public final class ImageReader: Sendable {
             let start = UInt64(sb.deviceSlotOffset) * UInt64(DeviceTableSlot.size)
             let table = try source.read(at: start, count: Int(sb.extraDevices) * DeviceTableSlot.size, what: "device table")
             for index in 0..<Int(sb.extraDevices) {
-                let slot = try DeviceTableSlot.decode(table, at: index * DeviceTableSlot.size)
-                guard !slot.tag.isEmpty else {
-                    throw EROFSError.corrupt(what: "device table", reason: "device \(index + 1) has an empty tag")
-                }
-                slots.append(slot)
+                // An empty tag is legal (mkfs.erofs --blobdev writes one): the device must then be
+                // named at mount time with -o device=.
+                slots.append(try DeviceTableSlot.decode(table, at: index * DeviceTableSlot.size))
             }
         }
         superBlock = sb

@@ -27,6 +27,13 @@ extension ByteSource {
     }
 }
 
+/// A source that can move forward without producing the bytes (a file can seek). `TarReader`
+/// uses it to step over the data of members it does not read.
+public protocol SkippingByteSource: ByteSource {
+    /// Discards up to `count` bytes; returns how many were discarded (fewer only at the end).
+    func skip(_ count: Int64) throws -> Int64
+}
+
 /// Bytes already in memory.
 public final class BytesSource: ByteSource {
     private let bytes: [UInt8]
@@ -43,14 +50,14 @@ public final class BytesSource: ByteSource {
 }
 
 /// A file, or a byte range of one (a member of an uncompressed tarball), read in large pieces.
-public final class FileSource: ByteSource {
+public final class FileSource: SkippingByteSource {
     /// Size of each read from the file.
     public static let readSize = 1 << 20
     private let file: FileDescriptor
-    private var offset: UInt64
-    private var remaining: UInt64
-    private var buffer = [UInt8]()
-    private var bufferPosition = 0
+    fileprivate var offset: UInt64
+    fileprivate var remaining: UInt64
+    fileprivate var buffer = [UInt8]()
+    fileprivate var bufferPosition = 0
 
     /// Opens `path` and streams `length` bytes from `offset` (the whole file by default).
     ///
@@ -96,6 +103,22 @@ public final class FileSource: ByteSource {
         let end = min(buffer.count, bufferPosition + count)
         defer { bufferPosition = end }
         return buffer[bufferPosition..<end]
+    }
+}
+
+extension FileSource {
+    public func skip(_ count: Int64) throws -> Int64 {
+        guard count > 0 else { return 0 }
+        let buffered = Int64(buffer.count - bufferPosition)
+        if count <= buffered {
+            bufferPosition += Int(count)
+            return count
+        }
+        bufferPosition = buffer.count
+        let fromFile = min(UInt64(count - buffered), remaining)
+        offset += fromFile
+        remaining -= fromFile
+        return buffered + Int64(fromFile)
     }
 }
 

@@ -63,7 +63,7 @@ public final class DockerArchiveSource: ImageSource {
         let allTags = entries.flatMap { $0.repoTags ?? [] }
         let entry: Entry
         if let tag {
-            guard let match = entries.first(where: { ($0.repoTags ?? []).contains { $0 == tag || $0.hasSuffix(":" + tag) } }) else {
+            guard let match = entries.first(where: { ($0.repoTags ?? []).contains { Self.tag($0, matches: tag) } }) else {
                 throw OCIError.tagNotFound(tag: tag, source: label, available: allTags)
             }
             entry = match
@@ -128,11 +128,23 @@ public final class DockerArchiveSource: ImageSource {
         return try VerifyingSource(FileSource(path: path, offset: UInt64(m.offset), length: UInt64(m.size)), expecting: descriptor, what: what)
     }
 
-    /// "blobs/sha256/<hex>", "<hex>.json" or "<hex>/layer.tar" name the file's digest.
+    /// Whether a RepoTags entry is what the user asked for: the same text, the same tag alone
+    /// ("v1" for "repo:v1"), or the same reference once Docker Hub defaults are applied
+    /// ("ferry/test:v1" for "docker.io/ferry/test:v1").
+    static func tag(_ repoTag: String, matches wanted: String) -> Bool {
+        if repoTag == wanted || repoTag.hasSuffix(":" + wanted) { return true }
+        guard let a = try? RegistryReference(parsing: repoTag), let b = try? RegistryReference(parsing: wanted) else { return false }
+        return a == b
+    }
+
+    /// "blobs/sha256/<hex>", "<hex>.json" and "<hex>.tar" name the file's digest ("<id>/layer.tar"
+    /// does not: the id is a v1 image id).
     static func digestInName(_ name: String) -> Digest? {
         let parts = name.split(separator: "/").map(String.init)
         if parts.count == 3, parts[0] == "blobs", let d = try? Digest(parsing: "\(parts[1]):\(parts[2])") { return d }
-        if parts.count == 1, parts[0].hasSuffix(".json"), let d = try? Digest(parsing: "sha256:" + parts[0].dropLast(5)) { return d }
+        for suffix in [".json", ".tar"] where parts.count == 1 && parts[0].hasSuffix(suffix) {
+            if let d = try? Digest(parsing: "sha256:" + parts[0].dropLast(suffix.count)) { return d }
+        }
         return nil
     }
 

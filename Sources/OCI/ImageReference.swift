@@ -107,3 +107,15 @@ public struct RegistryReference: Sendable, Hashable, CustomStringConvertible {
         return s
     }
 }
+
+extension ImageReference {
+    /// Opens an image stored on this machine (`oci:` and `docker-archive:`); nil for a registry
+    /// reference, which the Registry module opens.
+    public func openLocalSource() throws -> (any ImageSource)? {
+        switch self {
+        case let .ociLayout(path, tag): return try OCILayoutSource(directory: path, tag: tag)
+        case let .dockerArchive(path): return try DockerArchiveSource(path: path)
+        case .registry: return nil
+        }
+    }
+}

@@ -83,59 +83,64 @@ extension ImageSource {
     /// A single manifest is taken as it is, unless `platform` was given and its config names
     /// another platform.
     public func resolve(platform: Platform?) throws -> ResolvedImage {
-        var descriptor = try rootDescriptor()
-        for _ in 0..<8 {
-            let bytes = try readManifest(descriptor)
-            let probe = try CanonicalJSON.decode(ManifestProbe.self, from: bytes, what: "manifest \(descriptor.digest) in \(name)")
-            let mediaType = knownType(descriptor.mediaType) ?? knownType(probe.mediaType ?? "")
-                ?? (probe.manifests != nil ? MediaType.ociIndex : probe.config != nil ? MediaType.ociManifest : nil)
-            switch mediaType {
-            case MediaType.ociIndex, MediaType.dockerManifestList:
-                let index = try CanonicalJSON.decode(Index.self, from: bytes, what: "index \(descriptor.digest) in \(name)")
-                descriptor = try choose(from: index, platform: platform ?? Platform.current)
-            case MediaType.ociManifest, MediaType.dockerManifest:
-                let manifest = try CanonicalJSON.decode(Manifest.self, from: bytes, what: "manifest \(descriptor.digest) in \(name)")
-                guard manifest.config.size <= Int64(configSizeLimit) else {
-                    throw OCIError.tooLarge(what: "config \(manifest.config.digest) in \(name)", limit: Int64(configSizeLimit))
-                }
-                let configBytes = try openBlob(manifest.config).readAll(limit: configSizeLimit, what: "config \(manifest.config.digest) in \(name)")
-                let configuration = try CanonicalJSON.decode(ImageConfiguration.self, from: configBytes, what: "config \(manifest.config.digest) in \(name)")
-                if let platform, let declared = configuration.platform, !platform.matches(declared) {
-                    throw OCIError.noMatchingPlatform(requested: platform, available: [declared])
-                }
-                var resolvedDescriptor = descriptor
-                resolvedDescriptor.mediaType = mediaType ?? MediaType.ociManifest
-                return ResolvedImage(manifestDescriptor: resolvedDescriptor, manifest: manifest, manifestBytes: bytes,
-                                     configBytes: configBytes, configuration: configuration)
-            default:
-                throw OCIError.unsupportedMediaType(what: "manifest \(descriptor.digest) in \(name)",
-                                                    mediaType: probe.mediaType ?? descriptor.mediaType)
-            }
+        var available: [Platform] = []
+        let wanted = platform ?? Platform.current
+        guard let (descriptor, bytes) = try findManifest(try rootDescriptor(), platform: wanted, depth: 0, available: &available) else {
+            var seen = Set<Platform>()
+            throw OCIError.noMatchingPlatform(requested: wanted, available: available.filter { seen.insert($0).inserted })
         }
-        throw OCIError.malformedImageStore(source: name, reason: "indexes nest more than 8 levels deep")
+        let manifest = try CanonicalJSON.decode(Manifest.self, from: bytes, what: "manifest \(descriptor.digest) in \(name)")
+        guard manifest.config.size <= Int64(configSizeLimit) else {
+            throw OCIError.tooLarge(what: "config \(manifest.config.digest) in \(name)", limit: Int64(configSizeLimit))
+        }
+        let configBytes = try openBlob(manifest.config).readAll(limit: configSizeLimit, what: "config \(manifest.config.digest) in \(name)")
+        let configuration = try CanonicalJSON.decode(ImageConfiguration.self, from: configBytes, what: "config \(manifest.config.digest) in \(name)")
+        if let platform, let declared = configuration.platform, !platform.matches(declared) {
+            throw OCIError.noMatchingPlatform(requested: platform, available: [declared])
+        }
+        return ResolvedImage(manifestDescriptor: descriptor, manifest: manifest, manifestBytes: bytes,
+                             configBytes: configBytes, configuration: configuration)
+    }
+
+    /// Depth-first search for the manifest for `platform` below `descriptor`. In an index, exact
+    /// matches (variant included) are tried first, then matches with an unspecified variant, then
+    /// entries without a platform (nested indexes). Attestation manifests (platform
+    /// unknown/unknown) never match. Collects the platforms seen into `available`.
+    private func findManifest(_ descriptor: Descriptor, platform: Platform, depth: Int,
+                              available: inout [Platform]) throws -> (Descriptor, [UInt8])? {
+        guard depth < 8 else { throw OCIError.malformedImageStore(source: name, reason: "indexes nest more than 8 levels deep") }
+        let bytes = try readManifest(descriptor)
+        let probe = try CanonicalJSON.decode(ManifestProbe.self, from: bytes, what: "manifest \(descriptor.digest) in \(name)")
+        let mediaType = knownType(descriptor.mediaType) ?? knownType(probe.mediaType ?? "")
+            ?? (probe.manifests != nil ? MediaType.ociIndex : probe.config != nil ? MediaType.ociManifest : nil)
+        switch mediaType {
+        case MediaType.ociManifest, MediaType.dockerManifest:
+            var resolved = descriptor
+            resolved.mediaType = mediaType ?? MediaType.ociManifest
+            return (resolved, bytes)
+        case MediaType.ociIndex, MediaType.dockerManifestList:
+            let index = try CanonicalJSON.decode(Index.self, from: bytes, what: "index \(descriptor.digest) in \(name)")
+            let candidates = index.manifests.filter { d in
+                d.annotations?["vnd.docker.reference.type"] != "attestation-manifest" && d.platform?.os != "unknown"
+            }
+            available += candidates.compactMap(\.platform)
+            let exact = candidates.filter { d in
+                d.platform.map { $0.os == platform.os && $0.architecture == platform.architecture && $0.variant == platform.variant } ?? false
+            }
+            let loose = candidates.filter { d in d.platform.map(platform.matches) ?? false }
+            let unlabeled = candidates.filter { $0.platform == nil }
+            for candidate in exact + loose + unlabeled {
+                if let found = try findManifest(candidate, platform: platform, depth: depth + 1, available: &available) { return found }
+            }
+            return nil
+        default:
+            throw OCIError.unsupportedMediaType(what: "manifest \(descriptor.digest) in \(name)",
+                                                mediaType: probe.mediaType ?? descriptor.mediaType)
+        }
     }
 
     private func knownType(_ mediaType: String) -> String? {
         [MediaType.ociIndex, MediaType.dockerManifestList, MediaType.ociManifest, MediaType.dockerManifest].contains(mediaType) ? mediaType : nil
-    }
-
-    /// The index entry for `platform`: an exact match (variant included) first, then one whose
-    /// variant is unspecified; entries without a platform (nested indexes) only when nothing
-    /// else matches. Attestation manifests (platform unknown/unknown) never match.
-    private func choose(from index: Index, platform: Platform) throws -> Descriptor {
-        let candidates = index.manifests.filter { d in
-            d.annotations?["vnd.docker.reference.type"] != "attestation-manifest" && d.platform?.os != "unknown"
-        }
-        if let exact = candidates.first(where: { $0.platform.map { p in p.os == platform.os && p.architecture == platform.architecture && p.variant == platform.variant } ?? false }) {
-            return exact
-        }
-        if let loose = candidates.first(where: { $0.platform.map(platform.matches) ?? false }) {
-            return loose
-        }
-        if let unlabeled = candidates.first(where: { $0.platform == nil }) {
-            return unlabeled
-        }
-        throw OCIError.noMatchingPlatform(requested: platform, available: candidates.compactMap(\.platform))
     }
 }
 

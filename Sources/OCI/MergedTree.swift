@@ -121,6 +121,13 @@ public struct MergedTree<Payload: Sendable>: Sendable {
         }
     }
 
+    /// Replaces the payload of a regular file (e.g. once its chunks are known); other nodes
+    /// are left alone.
+    public mutating func setPayload(_ payload: Payload?, of index: Int) {
+        guard nodes.indices.contains(index), case let .regular(size, _) = nodes[index].content else { return }
+        nodes[index].content = .regular(size: size, payload: payload)
+    }
+
     // MARK: - Reading the tree
 
     /// The node a path names, without following symbolic links; nil when there is none.

@@ -259,6 +259,15 @@ public final class TarReader {
     private func skip(_ count: Int64, entry: String?, what: String = "data") throws {
         var left = count
         while left > 0 {
+            if pending.isEmpty, let seekable = source as? any SkippingByteSource {
+                let skipped = try seekable.skip(left)
+                position += skipped
+                left -= skipped
+                guard left == 0 else {
+                    throw OCIError.malformedTar(layer: layer, entry: entry, reason: "archive ends in the middle of \(what) (\(left) bytes missing)")
+                }
+                return
+            }
             if pending.isEmpty {
                 guard let more = try source.read(upTo: Int(min(left, 1 << 20))) else {
                     throw OCIError.malformedTar(layer: layer, entry: entry, reason: "archive ends in the middle of \(what) (\(left) bytes missing)")
