@@ -1,0 +1,292 @@
+internal import CFerry
+import FerrySystem
+import Foundation
+
+// The only file of the Registry module that touches libcurl's C API and raw pointers. Everything
+// above it sees `CurlEasy.perform(_:body:)` with Swift values in and out.
+
+/// `curl_global_init` exactly once per process, before the first handle is made.
+enum CurlGlobal {
+    static let initialized: Bool = curl_global_init(Int(CURL_GLOBAL_ALL)) == CURLE_OK
+}
+
+/// The body of a request.
+enum CurlUploadBody: Sendable {
+    case none
+    /// A small in-memory body (manifests, token forms), copied into curl.
+    case bytes([UInt8])
+    /// `length` bytes of an open file from `offset`, read on demand (bounded memory).
+    case file(FileDescriptor, offset: UInt64, length: UInt64)
+}
+
+/// Everything curl needs for one request.
+struct CurlRequestSpec: Sendable {
+    var method: String = "GET"
+    var url: String
+    /// Full header lines, e.g. "Accept: …".
+    var headers: [String] = []
+    var body: CurlUploadBody = .none
+    var followRedirects = true
+    var verifyTLS = true
+    var caCertificatePath: String?
+    var connectTimeoutMs = 10_000
+    /// Abort when fewer than `lowSpeedLimit` bytes/s flow for `lowSpeedTimeSeconds`.
+    var lowSpeedLimit = 1
+    var lowSpeedTimeSeconds = 30
+    /// Whole-transfer timeout; 0 means none.
+    var totalTimeoutMs = 0
+    /// False: open a fresh connection and close it afterwards (used by the benchmark).
+    var reuseConnection = true
+    var userAgent = "ferry"
+}
+
+/// What a finished transfer looked like on the wire.
+struct CurlResponse: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    /// The URL of the last request after redirects.
+    var effectiveURL: String
+    /// The body of a non-2xx response (bounded), for error messages.
+    var errorBody: [UInt8]
+    /// True when the body handler said it had all it needed and the transfer was cut short.
+    var stoppedEarly: Bool
+}
+
+/// A transport failure: curl's code and its message (no credentials: headers are never quoted).
+struct CurlFailure: Error, Sendable {
+    var code: Int
+    var message: String
+
+    /// Failures where trying again can help: refused/reset connections, timeouts, truncated bodies.
+    var isRetryable: Bool {
+        let retryable: [CURLcode] = [CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_OPERATION_TIMEDOUT,
+                                     CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE,
+                                     CURLE_SSL_CONNECT_ERROR, CURLE_HTTP2, CURLE_HTTP2_STREAM]
+        return retryable.contains { Int($0.rawValue) == code }
+    }
+
+    /// True when the connection was never made, so nothing reached the server.
+    var isConnectFailure: Bool { code == Int(CURLE_COULDNT_CONNECT.rawValue) || code == Int(CURLE_COULDNT_RESOLVE_HOST.rawValue) }
+}
+
+/// Called with each piece of a 2xx response body: the status, the headers, the bytes. Returns
+/// false once it has everything it needs (the transfer is then stopped, not failed).
+typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
+
+/// State shared with curl's C callbacks during one `perform`.
+private final class TransferState {
+    var status = 0
+    var headers = HTTPHeaders()
+    var errorBody: [UInt8] = []
+    var handlerError: (any Error)?
+    var stoppedEarly = false
+    var body: CurlBodyHandler?
+    var upload: CurlUploadBody = .none
+    var uploadSent: UInt64 = 0
+    let isCancelled: @Sendable () -> Bool
+    var cancelled = false
+
+    init(body: CurlBodyHandler?, upload: CurlUploadBody, isCancelled: @escaping @Sendable () -> Bool) {
+        self.body = body
+        self.upload = upload
+        self.isCancelled = isCancelled
+    }
+
+    static let maxErrorBody = 64 * 1024
+}
+
+/// One libcurl easy handle. Curl keeps live connections, the DNS cache and TLS sessions in the
+/// handle across `curl_easy_reset`, so reusing handles from a pool reuses connections.
+///
+/// Not thread-safe: a handle is used by one thread at a time (the pool hands it out).
+final class CurlEasy: @unchecked Sendable {
+    private let handle: UnsafeMutableRawPointer
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+
+    init?() {
+        guard CurlGlobal.initialized, let h = curl_easy_init() else { return nil }
+        handle = h
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE))
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+        errorBuffer.deallocate()
+    }
+
+    /// Performs one request. Transport failures come back as `CurlFailure`; an error thrown by
+    /// `body` is rethrown as is; `CancellationError` when `isCancelled` turned true.
+    func perform(_ spec: CurlRequestSpec, isCancelled: @escaping @Sendable () -> Bool,
+                 body: CurlBodyHandler?) throws -> CurlResponse {
+        curl_easy_reset(handle)
+        errorBuffer[0] = 0
+        let state = TransferState(body: body, upload: spec.body, isCancelled: isCancelled)
+        var headerList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(headerList) }
+        for line in spec.headers { headerList = curl_slist_append(headerList, line) }
+        // curl adds "Expect: 100-continue" to large uploads; registries answer fine without it.
+        headerList = curl_slist_append(headerList, "Expect:")
+
+        // Safe because: `state` outlives the transfer (it is released after curl_easy_perform
+        // returns, below), and curl passes this pointer back only during the transfer.
+        let statePointer = Unmanaged.passRetained(state).toOpaque()
+        defer { Unmanaged<TransferState>.fromOpaque(statePointer).release() }
+
+        var ok = true
+        func set(_ code: CURLcode) { if code != CURLE_OK { ok = false } }
+        set(cferry_curl_setopt_str(handle, CURLOPT_URL, spec.url))
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_ERRORBUFFER, errorBuffer))
+        set(cferry_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
+        set(cferry_curl_setopt_str(handle, CURLOPT_USERAGENT, spec.userAgent))
+        set(cferry_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        set(cferry_curl_setopt_long(handle, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS)))
+        set(cferry_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, 512 * 1024))
+        set(cferry_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1))
+        set(cferry_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, spec.connectTimeoutMs))
+        set(cferry_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, spec.lowSpeedLimit))
+        set(cferry_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, spec.lowSpeedTimeSeconds))
+        set(cferry_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, spec.totalTimeoutMs))
+        set(cferry_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, spec.followRedirects ? 1 : 0))
+        set(cferry_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 10))
+        // Only http(s), also after redirects.
+        set(cferry_curl_setopt_str(handle, CURLOPT_PROTOCOLS_STR, "http,https"))
+        set(cferry_curl_setopt_str(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"))
+        if !spec.reuseConnection {
+            set(cferry_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1))
+            set(cferry_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1))
+        }
+        if !spec.verifyTLS {
+            set(cferry_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 0))
+            set(cferry_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 0))
+        }
+        if let ca = spec.caCertificatePath { set(cferry_curl_setopt_str(handle, CURLOPT_CAINFO, ca)) }
+
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_HEADERDATA, statePointer))
+        set(cferry_curl_setopt_write(handle, CURLOPT_HEADERFUNCTION, { data, size, count, user in
+            // Safe because: curl passes the HEADERDATA pointer set above and `size * count` valid bytes.
+            guard let data, let user else { return 0 }
+            let state = Unmanaged<TransferState>.fromOpaque(user).takeUnretainedValue()
+            let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+            state.receiveHeaderLine(line)
+            return size * count
+        }))
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_WRITEDATA, statePointer))
+        set(cferry_curl_setopt_write(handle, CURLOPT_WRITEFUNCTION, { data, size, count, user in
+            // Safe because: curl passes the WRITEDATA pointer set above and `size * count` valid bytes.
+            guard let data, let user else { return 0 }
+            let state = Unmanaged<TransferState>.fromOpaque(user).takeUnretainedValue()
+            let bytes = [UInt8](UnsafeRawBufferPointer(start: data, count: size * count))
+            return state.receiveBody(bytes) ? size * count : 0
+        }))
+        set(cferry_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0))
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_XFERINFODATA, statePointer))
+        set(cferry_curl_setopt_xferinfo(handle, CURLOPT_XFERINFOFUNCTION, { user, _, _, _, _ in
+            // Safe because: curl passes the XFERINFODATA pointer set above.
+            guard let user else { return 1 }
+            let state = Unmanaged<TransferState>.fromOpaque(user).takeUnretainedValue()
+            if state.isCancelled() { state.cancelled = true; return 1 }
+            return 0
+        }))
+
+        switch spec.method {
+        case "GET": set(cferry_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
+        case "HEAD": set(cferry_curl_setopt_long(handle, CURLOPT_NOBODY, 1))
+        default: set(cferry_curl_setopt_str(handle, CURLOPT_CUSTOMREQUEST, spec.method))
+        }
+        switch spec.body {
+        case .none:
+            if spec.method == "POST" || spec.method == "PUT" || spec.method == "PATCH" {
+                set(cferry_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, 0))
+                set(cferry_curl_setopt_str(handle, CURLOPT_COPYPOSTFIELDS, ""))
+            }
+        case let .bytes(bytes):
+            set(cferry_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(bytes.count)))
+            bytes.withUnsafeBytes { raw in
+                // Safe because: COPYPOSTFIELDS copies POSTFIELDSIZE bytes before returning.
+                set(cferry_curl_setopt_ptr(handle, CURLOPT_COPYPOSTFIELDS, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)))
+            }
+        case let .file(_, _, length):
+            set(cferry_curl_setopt_long(handle, CURLOPT_UPLOAD, 1))
+            set(cferry_curl_setopt_off(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(length)))
+            set(cferry_curl_setopt_long(handle, CURLOPT_UPLOAD_BUFFERSIZE, 1024 * 1024))
+            set(cferry_curl_setopt_ptr(handle, CURLOPT_READDATA, statePointer))
+            set(cferry_curl_setopt_read(handle, CURLOPT_READFUNCTION, { buffer, size, count, user in
+                // Safe because: curl passes the READDATA pointer and a buffer of `size * count` bytes.
+                guard let buffer, let user else { return Int(CURL_READFUNC_ABORT) }
+                let state = Unmanaged<TransferState>.fromOpaque(user).takeUnretainedValue()
+                guard let chunk = state.nextUploadChunk(max: size * count) else { return Int(CURL_READFUNC_ABORT) }
+                chunk.withUnsafeBytes { src in
+                    // Safe because: chunk.count <= size * count, the capacity curl gave us.
+                    if let base = src.baseAddress { UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: src.count) }
+                }
+                return chunk.count
+            }))
+        }
+        guard ok else { throw CurlFailure(code: Int(CURLE_BAD_FUNCTION_ARGUMENT.rawValue), message: "libcurl rejected an option (is libcurl too old?)") }
+
+        let code = curl_easy_perform(handle)
+        if state.cancelled { throw CancellationError() }
+        if let error = state.handlerError { throw error }
+        if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) {
+            var message = String(cString: errorBuffer)
+            if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
+            throw CurlFailure(code: Int(code.rawValue), message: message)
+        }
+        var effective: UnsafeMutablePointer<CChar>?
+        _ = cferry_curl_getinfo_str(handle, CURLINFO_EFFECTIVE_URL, &effective)
+        let effectiveURL = effective.map { String(cString: $0) } ?? spec.url
+        var status = 0
+        _ = cferry_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return CurlResponse(status: status, headers: state.headers, effectiveURL: effectiveURL,
+                            errorBody: state.errorBody, stoppedEarly: state.stoppedEarly)
+    }
+}
+
+extension TransferState {
+    func receiveHeaderLine(_ raw: String) {
+        let line = raw.trimmingCharacters(in: ["\r", "\n"])
+        if line.hasPrefix("HTTP/") {
+            // A new response (after a redirect or "100 Continue"): start over.
+            headers = HTTPHeaders()
+            let parts = line.split(separator: " ", maxSplits: 2)
+            status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = line[..<colon].trimmingCharacters(in: [" ", "\t"])
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: [" ", "\t"])
+            headers.append(name: name, value: value)
+        }
+    }
+
+    /// Returns false to make curl stop (early finish or a handler error).
+    func receiveBody(_ bytes: [UInt8]) -> Bool {
+        guard (200..<300).contains(status), let body else {
+            if errorBody.count < Self.maxErrorBody { errorBody += bytes.prefix(Self.maxErrorBody - errorBody.count) }
+            return true
+        }
+        do {
+            if try body(status, headers, bytes[...]) { return true }
+            stoppedEarly = true
+            return false
+        } catch {
+            handlerError = error
+            return false
+        }
+    }
+
+    /// The next piece of a file upload, or nil on a read error (which aborts the transfer).
+    func nextUploadChunk(max: Int) -> [UInt8]? {
+        guard case let .file(fd, offset, length) = upload else { return [] }
+        let remaining = length - uploadSent
+        if remaining == 0 { return [] }
+        do {
+            let chunk = try fd.read(at: offset + uploadSent, count: Int(min(UInt64(max), remaining)))
+            if chunk.isEmpty { handlerError = RegistryError.io(path: fd.name, reason: "file ended early"); return nil }
+            uploadSent += UInt64(chunk.count)
+            return chunk
+        } catch {
+            handlerError = error
+            return nil
+        }
+    }
+}

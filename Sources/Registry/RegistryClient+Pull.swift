@@ -1,0 +1,343 @@
+public import OCI
+import FerrySystem
+import Foundation
+import Logging
+
+/// A manifest or index as the registry served it, verified against its digest.
+public struct FetchedManifest: Sendable {
+    public var bytes: [UInt8]
+    public var mediaType: String
+    public var digest: Digest
+}
+
+/// An image manifest chosen for a platform.
+public struct ResolvedManifest: Sendable {
+    public var manifest: Manifest
+    /// The manifest's bytes exactly as served (their sha256 is `digest`).
+    public var bytes: [UInt8]
+    public var digest: Digest
+    public var mediaType: String
+    /// The index (or manifest list) the manifest was picked from, if the reference named one.
+    public var indexDigest: Digest?
+}
+
+extension RegistryClient {
+    /// The `Accept` list for manifests: OCI manifest and index, Docker schema 2 manifest and list.
+    static let manifestAccept = "Accept: " + [MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest,
+                                              MediaType.dockerManifestList].joined(separator: ", ")
+    /// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
+    static let maxManifestSize = 4 << 20
+
+    /// Fetches the manifest or index named by `reference` (a tag or digest; default: the
+    /// reference's own) and verifies its digest.
+    public func fetchManifest(_ ref: RegistryReference, reference: String? = nil) async throws -> FetchedManifest {
+        try await offload { cancel in try self.fetchManifestBlocking(ref, reference: reference ?? ref.manifestReference, cancel: cancel) }
+    }
+
+    /// Resolves a reference to an image manifest: follows an index / manifest list to the entry
+    /// for `platform`, verifying every digest and size on the way.
+    public func resolveManifest(_ ref: RegistryReference, platform: Platform = .current) async throws -> ResolvedManifest {
+        try await offload { cancel in
+            let top = try self.fetchManifestBlocking(ref, reference: ref.manifestReference, cancel: cancel)
+            let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "manifest \(ref.manifestReference)")
+            switch top.mediaType {
+            case MediaType.ociIndex, MediaType.dockerManifestList:
+                let index = try decode(Index.self, top.bytes, target)
+                let entry = try Self.select(platform, from: index, target: target)
+                let child = try self.fetchManifestBlocking(ref, reference: entry.digest.description, cancel: cancel)
+                let childTarget = RegistryTarget(registry: ref.host, repository: ref.repository, object: "manifest \(entry.digest)")
+                guard Int64(child.bytes.count) == entry.size else {
+                    throw RegistryError.sizeMismatch(childTarget, expected: entry.size, actual: Int64(child.bytes.count))
+                }
+                guard child.mediaType == MediaType.ociManifest || child.mediaType == MediaType.dockerManifest else {
+                    throw RegistryError.unsupportedMediaType(childTarget, mediaType: child.mediaType)
+                }
+                return ResolvedManifest(manifest: try decode(Manifest.self, child.bytes, childTarget), bytes: child.bytes,
+                                        digest: child.digest, mediaType: child.mediaType, indexDigest: top.digest)
+            case MediaType.ociManifest, MediaType.dockerManifest:
+                return ResolvedManifest(manifest: try decode(Manifest.self, top.bytes, target), bytes: top.bytes,
+                                        digest: top.digest, mediaType: top.mediaType, indexDigest: nil)
+            default:
+                throw RegistryError.unsupportedMediaType(target, mediaType: top.mediaType)
+            }
+        }
+    }
+
+    /// The image configuration blob of `manifest`, verified.
+    public func fetchConfig(_ ref: RegistryReference, manifest: Manifest) async throws -> [UInt8] {
+        try await fetchBlobBytes(ref, digest: manifest.config.digest, expectedSize: manifest.config.size)
+    }
+
+    /// A whole blob in memory (configs, bootstraps), verified; refuses blobs over `maxSize`.
+    public func fetchBlobBytes(_ ref: RegistryReference, digest: Digest, expectedSize: Int64? = nil,
+                               maxSize: Int = 256 << 20) async throws -> [UInt8] {
+        try await offload { cancel in
+            let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "blob \(digest)")
+            return try self.withPullSources(ref, object: target.object) { host, policy in
+                var bytes: [UInt8] = []
+                let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+                                method: "GET", url: self.url(host: host, ref.repository, "blobs/\(digest)"), policy: policy)
+                let response = try self.send(call, cancel: cancel) {
+                    bytes.removeAll(keepingCapacity: true)
+                    return ([], { _, _, chunk in
+                        bytes += chunk
+                        if bytes.count > maxSize {
+                            throw RegistryError.invalidResponse(target, reason: "blob is larger than \(maxSize) bytes")
+                        }
+                        return true
+                    })
+                }
+                try self.expect(response, [200], call)
+                if let expectedSize, Int64(bytes.count) != expectedSize {
+                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(bytes.count))
+                }
+                try verify(digest, actual: try sha256Digest(bytes, target), target)
+                return bytes
+            }
+        }
+    }
+
+    /// Streams a blob into the file at `path` (created or truncated) with bounded memory,
+    /// resuming interrupted transfers with a Range request, and verifies size and digest. On a
+    /// mismatch the file is removed. Returns the number of bytes written.
+    @discardableResult
+    public func fetchBlob(_ ref: RegistryReference, digest: Digest, to path: String, expectedSize: Int64? = nil,
+                          progress: (@Sendable (UInt64) -> Void)? = nil) async throws -> UInt64 {
+        try await offload { cancel in
+            try self.fetchBlobBlocking(ref, digest: digest, to: path, expectedSize: expectedSize, progress: progress, cancel: cancel)
+        }
+    }
+
+    /// Reads exactly the bytes `range` of a blob (a `Range` request; a server that ignores
+    /// Range and answers 200 is handled by skipping). Reuses a storage-backend redirect from an
+    /// earlier read until it expires or fails. `timeout` bounds the whole request (default:
+    /// `options.rangeRequestTimeout`).
+    public func readRange(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>,
+                          timeout: Duration? = nil) async throws -> [UInt8] {
+        try await offload { cancel in
+            try self.readRangeBlocking(ref, digest: digest, range: range, timeout: timeout ?? self.options.rangeRequestTimeout, cancel: cancel)
+        }
+    }
+
+    // MARK: Blocking implementations
+
+    func fetchManifestBlocking(_ ref: RegistryReference, reference: String, cancel: CancellationFlag) throws -> FetchedManifest {
+        let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "manifest \(reference)")
+        return try withPullSources(ref, object: target.object) { host, policy in
+            var bytes: [UInt8] = []
+            let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+                            method: "GET", url: url(host: host, ref.repository, "manifests/\(reference)"),
+                            headers: [Self.manifestAccept], policy: policy)
+            let response = try send(call, cancel: cancel) {
+                bytes.removeAll(keepingCapacity: true)
+                return ([], { _, _, chunk in
+                    bytes += chunk
+                    if bytes.count > Self.maxManifestSize {
+                        throw RegistryError.invalidResponse(target, reason: "manifest is larger than \(Self.maxManifestSize) bytes")
+                    }
+                    return true
+                })
+            }
+            try expect(response, [200], call)
+            let actual = try sha256Digest(bytes, target)
+            if reference.contains(":") {
+                let expected = try parseDigest(reference, target)
+                try verify(expected, actual: actual, target)
+            } else if let header = response.headers["docker-content-digest"], let served = try? Digest(parsing: header),
+                      served.algorithm == "sha256" {
+                try verify(served, actual: actual, target)
+            }
+            return FetchedManifest(bytes: bytes, mediaType: try manifestMediaType(response.headers, bytes, target), digest: actual)
+        }
+    }
+
+    func fetchBlobBlocking(_ ref: RegistryReference, digest: Digest, to path: String, expectedSize: Int64?,
+                           progress: (@Sendable (UInt64) -> Void)?, cancel: CancellationFlag) throws -> UInt64 {
+        let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "blob \(digest)")
+        guard digest.algorithm == "sha256" else { throw RegistryError.invalidResponse(target, reason: "only sha256 blobs can be verified") }
+        return try withPullSources(ref, object: target.object) { host, policy in
+            let file = try ioCall(path) { try FileDescriptor.open(path, .createTruncate) }
+            defer { try? file.close() }
+            var hasher = SHA256()
+            var written: UInt64 = 0
+            var started = false
+            let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
+            let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+                            method: "GET", url: blobURL, policy: policy)
+            let response = try send(call, cancel: cancel) {
+                started = false
+                return (written > 0 ? ["Range: bytes=\(written)-"] : [], { status, headers, chunk in
+                    if !started {
+                        started = true
+                        if status == 206, written > 0 {
+                            guard let range = headers["content-range"].flatMap(ContentRange.init(header:)), range.first == written else {
+                                throw RegistryError.invalidResponse(target, reason: "resumed transfer starts at the wrong offset")
+                            }
+                        } else if written > 0 {
+                            // The server sent the whole blob again: start over.
+                            try ioCall(path) { try file.truncate(to: 0); try file.seek(to: 0) }
+                            hasher = SHA256()
+                            written = 0
+                        }
+                    }
+                    try ioCall(path) { try file.write(chunk) }
+                    hasher.update(chunk)
+                    written += UInt64(chunk.count)
+                    if let expectedSize, written > UInt64(max(0, expectedSize)) {
+                        throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
+                    }
+                    progress?(written)
+                    return true
+                })
+            }
+            do {
+                try expect(response, [200, 206], call)
+                if let expectedSize, Int64(written) != expectedSize {
+                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
+                }
+                try verify(digest, actual: Digest(sha256: hasher.finalize()), target)
+            } catch {
+                try? file.close()
+                unlink(path)
+                throw error
+            }
+            if response.effectiveURL != blobURL {
+                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectCacheLifetime)
+            }
+            return written
+        }
+    }
+
+    func readRangeBlocking(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>, timeout: Duration?,
+                           cancel: CancellationFlag) throws -> [UInt8] {
+        if range.isEmpty { return [] }
+        let target = RegistryTarget(registry: ref.host, repository: ref.repository,
+                                    object: "blob \(digest) bytes \(range.lowerBound)..<\(range.upperBound)")
+        let key = redirectKey(ref, digest)
+        if let cached = redirects.lookup(key) {
+            let call = Call(target: target, host: RegistryOptions.authority(of: cached), scopes: [], method: "GET", url: cached,
+                            timeout: timeout, policy: RetryPolicy(maxAttempts: 1), authenticate: false)
+            do {
+                return try rangeRequest(call, range: range, cancel: cancel).bytes
+            } catch let error as RegistryError {
+                logger.debug("cached redirect for \(digest) failed (\(error)); asking the registry again")
+                redirects.remove(key)
+            }
+        }
+        return try withPullSources(ref, object: target.object) { host, policy in
+            let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
+            let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+                            method: "GET", url: blobURL, timeout: timeout, policy: policy)
+            let (bytes, effectiveURL) = try rangeRequest(call, range: range, cancel: cancel)
+            if effectiveURL != blobURL {
+                redirects.store(key, url: effectiveURL, lifetime: options.redirectCacheLifetime)
+            }
+            return bytes
+        }
+    }
+
+    private func rangeRequest(_ call: Call, range: Range<UInt64>, cancel: CancellationFlag) throws -> (bytes: [UInt8], effectiveURL: String) {
+        let count = Int(range.upperBound - range.lowerBound)
+        var out: [UInt8] = []
+        var skip: UInt64 = 0
+        var started = false
+        let target = call.target
+        let response = try send(call, cancel: cancel) {
+            out.removeAll(keepingCapacity: true)
+            out.reserveCapacity(count)
+            started = false
+            skip = 0
+            return (["Range: bytes=\(range.lowerBound)-\(range.upperBound - 1)"], { status, headers, chunk in
+                if !started {
+                    started = true
+                    if status == 206 {
+                        guard let served = headers["content-range"].flatMap(ContentRange.init(header:)),
+                              served.first == range.lowerBound else {
+                            throw RegistryError.invalidResponse(target, reason: "206 answer without a matching Content-Range")
+                        }
+                    } else {
+                        skip = range.lowerBound  // Range ignored: the body starts at byte 0.
+                    }
+                }
+                var piece = chunk
+                if skip > 0 {
+                    let dropped = Int(min(skip, UInt64(piece.count)))
+                    piece = piece.dropFirst(dropped)
+                    skip -= UInt64(dropped)
+                }
+                out += piece.prefix(count - out.count)
+                // Stop a full-body (200) answer once we have our bytes; let a 206 finish so that
+                // its connection stays reusable.
+                return status != 200 || out.count < count
+            })
+        }
+        try expect(response, [200, 206], call)
+        guard out.count == count else {
+            throw RegistryError.invalidResponse(target, reason: "got \(out.count) of \(count) bytes (range beyond the end of the blob?)")
+        }
+        return (out, response.effectiveURL)
+    }
+
+    func redirectKey(_ ref: RegistryReference, _ digest: Digest) -> String { "\(ref.host)/\(ref.repository)@\(digest)" }
+
+    /// Picks the index entry for `platform`: an exact match (variant included) first, then a
+    /// compatible one.
+    static func select(_ platform: Platform, from index: Index, target: RegistryTarget) throws -> Descriptor {
+        let candidates = index.manifests.filter {
+            $0.mediaType == MediaType.ociManifest || $0.mediaType == MediaType.dockerManifest
+        }
+        if let exact = candidates.first(where: { $0.platform.map { $0.os == platform.os && $0.architecture == platform.architecture && $0.variant == platform.variant } ?? false }) {
+            return exact
+        }
+        if let compatible = candidates.first(where: { $0.platform.map(platform.matches) ?? false }) { return compatible }
+        throw RegistryError.noMatchingPlatform(target, requested: platform, available: index.manifests.compactMap(\.platform))
+    }
+}
+
+// MARK: Helpers
+
+func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], _ target: RegistryTarget) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: Data(bytes))
+    } catch {
+        throw RegistryError.invalidResponse(target, reason: "not a valid \(type): \(error)")
+    }
+}
+
+func sha256Digest(_ bytes: [UInt8], _ target: RegistryTarget) throws -> Digest { Digest(sha256: SHA256.hash(bytes)) }
+
+func parseDigest(_ text: String, _ target: RegistryTarget) throws -> Digest {
+    do { return try Digest(parsing: text) } catch { throw RegistryError.invalidResponse(target, reason: "malformed digest \"\(text)\"") }
+}
+
+func verify(_ expected: Digest, actual: Digest, _ target: RegistryTarget) throws {
+    guard expected.algorithm == "sha256" else { throw RegistryError.invalidResponse(target, reason: "only sha256 digests can be verified") }
+    if expected != actual { throw RegistryError.digestMismatch(target, expected: expected, actual: actual) }
+}
+
+/// Runs file I/O, turning its errors into `RegistryError.io` naming the path.
+func ioCall<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as RegistryError { throw error } catch { throw RegistryError.io(path: path, reason: "\(error)") }
+}
+
+/// The manifest's media type: the Content-Type if it is specific, else the JSON's own
+/// `mediaType`, else guessed from its shape. Schema 1 is refused.
+func manifestMediaType(_ headers: HTTPHeaders, _ bytes: [UInt8], _ target: RegistryTarget) throws -> String {
+    let contentType = headers["content-type"]?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+    let known = [MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList]
+    if known.contains(contentType) { return contentType }
+    struct Probe: Decodable {
+        var mediaType: String?
+        var schemaVersion: Int?
+        var manifests: [Descriptor]?
+        var config: Descriptor?
+    }
+    let probe = try decode(Probe.self, bytes, target)
+    if let mediaType = probe.mediaType {
+        guard known.contains(mediaType) else { throw RegistryError.unsupportedMediaType(target, mediaType: mediaType) }
+        return mediaType
+    }
+    if probe.schemaVersion == 2 && probe.manifests != nil { return MediaType.ociIndex }
+    if probe.schemaVersion == 2 && probe.config != nil { return MediaType.ociManifest }
+    throw RegistryError.unsupportedMediaType(target, mediaType: contentType.isEmpty ? "unknown (schema \(probe.schemaVersion ?? 0))" : contentType)
+}
