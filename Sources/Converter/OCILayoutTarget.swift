@@ -31,6 +31,14 @@ public struct OCILayoutTarget: Sendable {
         return work
     }
 
+    /// Writes `index.json` (naming one manifest, with its tag) and `oci-layout`.
+    func writeIndex(in workDirectory: String, manifest: Descriptor, tag: String?) throws {
+        var descriptor = Descriptor(mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size)
+        if let tag { descriptor.annotations = ["org.opencontainers.image.ref.name": tag] }
+        try writeFile(try CanonicalJSON.encode(Index(manifests: [descriptor])), to: workDirectory + "/index.json")
+        try writeFile(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: workDirectory + "/oci-layout")
+    }
+
     /// Lays the converted image out in `workDirectory` and renames it to `path`.
     public func commit(_ image: ConvertedImage, workDirectory: String) throws {
         let blobs = workDirectory + "/blobs/sha256/"
@@ -46,11 +54,8 @@ public struct OCILayoutTarget: Sendable {
         try rename(image.bootstrapPath, to: blobs + image.bootstrapDescriptor.digest.hex)
         try put(image.config, image.configDescriptor.digest)
         try put(image.manifestBytes, image.manifestDigest)
-        var manifestDescriptor = Descriptor(mediaType: MediaType.ociManifest, digest: image.manifestDigest,
-                                            size: Int64(image.manifestBytes.count))
-        if let tag { manifestDescriptor.annotations = ["org.opencontainers.image.ref.name": tag] }
-        try writeFile(try CanonicalJSON.encode(Index(manifests: [manifestDescriptor])), to: workDirectory + "/index.json")
-        try writeFile(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: workDirectory + "/oci-layout")
+        try writeIndex(in: workDirectory, manifest: Descriptor(mediaType: MediaType.ociManifest, digest: image.manifestDigest,
+                                                               size: Int64(image.manifestBytes.count)), tag: tag)
         // Anything left over (temporary blob files of a failed step) must not land in the target.
         for name in try FileManager.default.contentsOfDirectory(atPath: workDirectory) where !["blobs", "index.json", "oci-layout"].contains(name) {
             try FileManager.default.removeItem(atPath: workDirectory + "/" + name)

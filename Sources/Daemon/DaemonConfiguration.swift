@@ -17,12 +17,16 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var chunkStore: Bool = true
     /// Log level: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String = "info"
+    /// Registry hosts (`host[:port]`) reached over plain HTTP.
+    public var plainHTTP: [String] = []
+    /// Mirrors per registry host, tried in order before the host (`{"docker.io": ["mirror:5000"]}`).
+    public var mirrors: [String: [String]] = [:]
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory = "state_dir", socketPath = "socket", backend, fetchConcurrency = "fetch_concurrency"
-        case batchBytes = "batch_bytes", chunkStore = "chunk_store", logLevel = "log_level"
+        case batchBytes = "batch_bytes", chunkStore = "chunk_store", logLevel = "log_level", plainHTTP = "plain_http", mirrors
     }
 
     public init(from decoder: any Decoder) throws {
@@ -35,6 +39,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.batchBytes = try c.decodeIfPresent(UInt64.self, forKey: .batchBytes) ?? d.batchBytes
         d.chunkStore = try c.decodeIfPresent(Bool.self, forKey: .chunkStore) ?? d.chunkStore
         d.logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
+        d.plainHTTP = try c.decodeIfPresent([String].self, forKey: .plainHTTP) ?? d.plainHTTP
+        d.mirrors = try c.decodeIfPresent([String: [String]].self, forKey: .mirrors) ?? d.mirrors
         self = d
     }
 
@@ -44,7 +50,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             throw DaemonError.configuration("cannot read \(path)")
         }
         if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "chunk_store", "log_level"])
+            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "chunk_store", "log_level", "plain_http", "mirrors"])
             if let unknown = object.keys.first(where: { !known.contains($0) }) {
                 throw DaemonError.configuration("\(path): unknown key \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
             }

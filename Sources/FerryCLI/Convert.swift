@@ -3,6 +3,7 @@ import Blob
 import Converter
 import Foundation
 import OCI
+import Registry
 
 /// `ferry convert SOURCE TARGET`
 struct Convert: ParsableCommand {
@@ -22,6 +23,7 @@ struct Convert: ParsableCommand {
     @Option(help: "Platform to pick from a multi-platform image, os/arch[/variant].") var platform: String?
     @Option(help: "A path to record in the image's prefetch list (repeatable).") var prefetch: [String] = []
     @Flag(help: "Print a JSON summary instead of a line of text.") var json = false
+    @OptionGroup var registry: RegistryFlags
 
     func run() throws {
         try reportingErrors {
@@ -37,21 +39,37 @@ struct Convert: ParsableCommand {
             options.chunkDictionaries = try chunkDict.map { try FerryImage.open(try ImageReference(parsing: $0)).chunkDictionary() }
             _ = try options.chunkSizeLog2()
 
-            let sourceImage = try ImageSources.open(try ImageReference(parsing: source))
-            let targetReference = try ImageReference(parsing: target)
-            guard case let .ociLayout(path, tag) = targetReference else {
-                throw ValidationError("target \(target): only oci:DIR[:TAG] targets are supported by this build")
+            let client = RegistryClient(options: registry.options())
+            let scratch = try makeScratchDirectory()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let sourceReference = try ImageReference(parsing: source)
+            let sourceImage: any ImageSource
+            if case let .registry(ref) = sourceReference {
+                sourceImage = RegistryImageSource(client: client, reference: ref, scratch: scratch)
+            } else {
+                sourceImage = try ImageSources.open(sourceReference)
             }
-            let output = OCILayoutTarget(path: path, tag: tag)
-            let work = try output.makeWorkDirectory()
-            do {
-                let started = Date()
+            let started = Date()
+            switch try ImageReference(parsing: target) {
+            case let .ociLayout(path, tag):
+                let output = OCILayoutTarget(path: path, tag: tag)
+                let work = try output.makeWorkDirectory()
+                do {
+                    let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
+                    try output.commit(converted, workDirectory: work)
+                    printSummary(converted, seconds: Date().timeIntervalSince(started))
+                } catch {
+                    try? FileManager.default.removeItem(atPath: work)
+                    throw error
+                }
+            case let .registry(ref):
+                let work = scratch + "/out"
+                try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
                 let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
-                try output.commit(converted, workDirectory: work)
+                try RegistryPush.push(converted, to: ref, client: client)
                 printSummary(converted, seconds: Date().timeIntervalSince(started))
-            } catch {
-                try? FileManager.default.removeItem(atPath: work)
-                throw error
+            case .dockerArchive:
+                throw ValidationError("target \(target): docker-archive: is a source only; write oci:DIR[:TAG] or docker://…")
             }
         }
     }

@@ -7,6 +7,7 @@ import Foundation
 import KernelBackends
 import Logging
 import OCI
+import Registry
 
 /// The `ferryd` command line: flags on top of the configuration file.
 struct FerryDaemonCommand: ParsableCommand {
@@ -19,6 +20,7 @@ struct FerryDaemonCommand: ParsableCommand {
     @Option(help: "Control API socket.") var socket: String?
     @Option(help: "Kernel backend: auto, fanotify or fscache.") var backend: String?
     @Option(help: "Log level (trace … critical).") var logLevel: String?
+    @Option(name: .customLong("plain-http"), help: "Registry host[:port] reached over plain HTTP (repeatable).") var plainHTTP: [String] = []
 
     init() {}
 
@@ -35,6 +37,7 @@ struct FerryDaemonCommand: ParsableCommand {
         if let socket { configuration.socketPath = socket }
         if let backend { configuration.backend = backend }
         if let logLevel { configuration.logLevel = logLevel }
+        configuration.plainHTTP += plainHTTP
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -108,31 +111,84 @@ enum DaemonAssembly {
         default:
             throw DaemonError.backendUnavailable("backend \"\(configuration.backend)\" is not available in this build")
         }
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: ImageResolution.resolve, logger: logger)
+        let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors),
+                                    logger: logger)
+        let resolver: ImageResolver = { reference, state in try ImageResolution.resolve(reference, stateDirectory: state, client: client) }
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger)
     }
 }
 
-/// How ferryd turns a reference into a registered image.
+/// How ferryd turns a reference into a registered image: the bootstrap is fetched once,
+/// verified and kept under the state directory; blobs are read lazily from where the image lives.
 enum ImageResolution {
-    @Sendable static func resolve(_ reference: String, stateDirectory: String) throws -> RegisteredImage {
-        let image = try FerryImage.open(try ImageReference(parsing: reference))
-        let id = Digest(sha256: SHA256.hash(try CanonicalJSON.encode(image.manifest))).hex
+    static func resolve(_ reference: String, stateDirectory: String, client: RegistryClient) throws -> RegisteredImage {
+        let parsed = try ImageReference(parsing: reference)
+        let scratch = try makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let source: any ImageSource
+        if case let .registry(ref) = parsed {
+            source = RegistryImageSource(client: client, reference: ref, scratch: scratch)
+        } else {
+            source = try ImageSources.open(parsed)
+        }
+        let resolved = try source.resolve(platform: nil)
+        guard let bootstrapLayer = resolved.manifest.layers.last(where: {
+            $0.annotations?[FerryAnnotation.bootstrap] == "true" || $0.mediaType == MediaType.ferryBootstrap
+        }) else { throw ConversionError.notAFerryImage(reference) }
+        let id = resolved.manifestDigest.hex
         let directory = "\(stateDirectory)/images/\(id)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let bootstrap = directory + "/bootstrap.erofs"
-        if !FileManager.default.fileExists(atPath: bootstrap) {
-            let input = try FileDescriptor.open(image.bootstrapPath, .readOnly)
-            defer { try? input.close() }
-            let bytes = try input.read(at: 0, count: Int(image.erofsLength))
-            let temp = bootstrap + ".tmp"
+        let bootstrapFile = directory + "/bootstrap"
+        if !FileManager.default.fileExists(atPath: bootstrapFile) {
+            // Verified while copied (VerifyingSource), published by rename.
+            let input = try source.openBlob(bootstrapLayer)
+            let temp = bootstrapFile + ".tmp"
             let out = try FileDescriptor.open(temp, .createTruncate)
-            try out.write(bytes)
-            try out.sync()
-            try out.close()
-            guard rename(temp, bootstrap) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+            do {
+                while let piece = try input.read(upTo: 1 << 20), !piece.isEmpty { try out.write(piece) }
+                try out.sync()
+                try out.close()
+            } catch {
+                try? out.close()
+                throw error
+            }
+            guard rename(temp, bootstrapFile) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
         }
-        let paths = Dictionary(uniqueKeysWithValues: zip(image.metadata.blobs.map(\.hexDigest), image.blobPaths))
-        let source = FileChunkSource(name: "layout") { blob in paths[blob.hexDigest] }
-        return RegisteredImage(id: id, reference: reference, bootstrapPath: bootstrap, metadata: image.metadata, sources: [source])
+        let (metadata, erofsLength) = try BootstrapMetadata.read(bootstrapAt: bootstrapFile)
+        // The kernel mounts the EROFS part; the chunk tables after it stay ours.
+        let erofs = directory + "/bootstrap.erofs"
+        if !FileManager.default.fileExists(atPath: erofs) {
+            let input = try FileDescriptor.open(bootstrapFile, .readOnly)
+            defer { try? input.close() }
+            try writeAtomically(try input.read(at: 0, count: Int(erofsLength)), to: erofs)
+        }
+        let sources: [any ChunkSource]
+        switch parsed {
+        case let .registry(ref):
+            sources = [RegistryChunkSource(source: RegistryBlobSource(client: client, repository: ref))]
+        case let .ociLayout(path, _):
+            sources = [FileChunkSource(name: "layout") { blob in "\(path)/blobs/sha256/\(blob.hexDigest)" }]
+        case .dockerArchive:
+            throw ValidationError("docker-archive images are not Ferry images; convert them first")
+        }
+        return RegisteredImage(id: id, reference: reference, bootstrapPath: erofs, metadata: metadata, sources: sources)
+    }
+
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let temp = path + ".tmp"
+        let out = try FileDescriptor.open(temp, .createTruncate)
+        try out.write(bytes)
+        try out.sync()
+        try out.close()
+        guard rename(temp, path) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+    }
+}
+
+/// Chunks from a registry (mirrors, then the origin), by ranged GETs of the blob.
+struct RegistryChunkSource: ChunkSource {
+    let source: RegistryBlobSource
+    var name: String { "registry" }
+    func read(blob: BlobInfo, range: Range<UInt64>) async throws -> [UInt8] {
+        try await source.read(blob: Digest(sha256: blob.digest), range: range)
     }
 }
