@@ -4,14 +4,23 @@ import Testing
 /// ferryd's fanotify backend on this host's kernel: a converted image mounted lazily with
 /// `ferry mount`, read through file-backed EROFS, every byte judged against `umoci unpack`.
 @Suite(.serialized) struct FanotifyDaemonTests {
-    static let tools = RichImage.tools
+    static let tools = RichImage.tools + ["docker-registry", "curl"]
 
-    /// Converts the rich image once per test into `ws` and returns its `oci:` reference.
-    static func converted(_ ws: Workspace, chunkSize: String = "64KiB") throws -> (image: RichImage, reference: String, layout: String) {
+    /// Converts the rich image into a real registry started for the test (and a local layout of
+    /// the same conversion, for `inspect`). Returns the `docker://` reference ferryd mounts.
+    static func converted(_ ws: Workspace, chunkSize: String = "64KiB") throws
+        -> (image: RichImage, reference: String, layout: String, registry: LocalRegistry) {
         let image = try RichImage.get()
         let layout = ws.sub("ferry-image")
         try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(layout):t", "--chunk-size", chunkSize])
-        return (image, "oci:\(layout):t", layout)
+        let registry = try LocalRegistry(workspace: ws)
+        let reference = "docker://\(registry.host)/rich:ferry"
+        try Shell.check([Build.ferry, "push", "oci:\(layout):t", reference, "--plain-http", registry.host])
+        return (image, reference, layout, registry)
+    }
+
+    static func daemon(_ ws: Workspace, _ registry: LocalRegistry) throws -> DaemonProcess {
+        try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host])
     }
 
     static func mountpoint(_ ws: Workspace, _ name: String = "mnt") throws -> String {
@@ -23,8 +32,8 @@ import Testing
     @Test func lazilyMountedImageEqualsUmociUnpackEveryByte() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-correct")
-        let (image, reference, _) = try Self.converted(ws)
-        let daemon = try DaemonProcess(workspace: ws)
+        let (image, reference, _, registry) = try Self.converted(ws)
+        let daemon = try Self.daemon(ws, registry)
         let mnt = try Self.mountpoint(ws)
         let out = try daemon.ferry(["mount", reference, mnt])
         #expect(out.contains("backend fanotify"))
@@ -38,8 +47,8 @@ import Testing
     @Test func readingOneFileFetchesOnlyItsChunks() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-lazy")
-        let (_, reference, layout) = try Self.converted(ws)
-        let daemon = try DaemonProcess(workspace: ws)
+        let (_, reference, layout, registry) = try Self.converted(ws)
+        let daemon = try Self.daemon(ws, registry)
         let mnt = try Self.mountpoint(ws)
         try daemon.ferry(["mount", reference, mnt])
         defer { _ = try? daemon.ferry(["umount", mnt]) }
@@ -64,9 +73,10 @@ import Testing
     @Test func aCorruptChunkGivesEIOOnThatFileOnly() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-corrupt")
-        let (image, reference, layout) = try Self.converted(ws)
-        // Flip one byte inside the first chunk of etc/shared in the layout's blob.
-        let (blobPath, offset) = try firstChunkLocation(of: "etc/shared", layout: layout)
+        let (image, reference, layout, registry) = try Self.converted(ws)
+        // Flip one byte inside the first chunk of etc/shared in the registry's copy of the blob.
+        let (layoutBlob, offset) = try firstChunkLocation(of: "etc/shared", layout: layout)
+        let blobPath = registry.blobPath(hex: (layoutBlob as NSString).lastPathComponent)
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: blobPath))
         try handle.seek(toOffset: offset + 10)
         let byte = try handle.read(upToCount: 1) ?? Data([0])
@@ -74,7 +84,7 @@ import Testing
         try handle.write(contentsOf: Data([byte[0] ^ 0xff]))
         try handle.close()
 
-        let daemon = try DaemonProcess(workspace: ws)
+        let daemon = try Self.daemon(ws, registry)
         let mnt = try Self.mountpoint(ws)
         try daemon.ferry(["mount", reference, mnt])
         defer { _ = try? daemon.ferry(["umount", mnt]) }
@@ -94,8 +104,8 @@ import Testing
     @Test func sixteenConcurrentReadersGetCorrectBytes() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-concurrent")
-        let (image, reference, _) = try Self.converted(ws)
-        let daemon = try DaemonProcess(workspace: ws)
+        let (image, reference, _, registry) = try Self.converted(ws)
+        let daemon = try Self.daemon(ws, registry)
         let mnt = try Self.mountpoint(ws)
         try daemon.ferry(["mount", reference, mnt])
         defer { _ = try? daemon.ferry(["umount", mnt]) }
@@ -159,8 +169,8 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
     @Test func killDuringReadsNeverYieldsWrongBytes() throws {
         guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
         let ws = try Workspace("fan-kill")
-        let (image, reference, _) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
-        var daemon = try DaemonProcess(workspace: ws)
+        let (image, reference, _, registry) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
+        var daemon = try FanotifyDaemonTests.daemon(ws, registry)
         let mnt = try FanotifyDaemonTests.mountpoint(ws)
         try daemon.ferry(["mount", reference, mnt])
         defer { _ = try? Shell.run(["umount", "-l", mnt]) }
@@ -185,7 +195,7 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
             usleep(30_000)
             daemon.kill()
             usleep(300_000)
-            daemon = try DaemonProcess(workspace: ws)
+            daemon = try FanotifyDaemonTests.daemon(ws, registry)
             for (p, i) in readers {
                 p.waitUntilExit()
                 guard p.terminationStatus != 0 else { continue }

@@ -1,0 +1,46 @@
+import Foundation
+
+/// Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, with filesystem storage in a
+/// temporary directory, started for one test and stopped with it.
+final class LocalRegistry {
+    let process = Process()
+    let port: Int
+    let storage: String
+    var host: String { "127.0.0.1:\(port)" }
+
+    init(workspace: Workspace) throws {
+        port = Int.random(in: 20000...40000)
+        storage = workspace.sub("registry-data")
+        let config = workspace.sub("registry.yml")
+        try """
+            version: 0.1
+            storage:
+              filesystem:
+                rootdirectory: \(storage)
+            http:
+              addr: 127.0.0.1:\(port)
+            log:
+              level: error
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
+        process.arguments = ["serve", config]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 {
+            if (try? Shell.run(["curl", "-sf", "http://\(host)/v2/"]))?.status == 0 { return }
+            usleep(50_000)
+        }
+        throw Shell.Failure(command: "docker-registry", status: -1, output: "did not answer on \(host)")
+    }
+
+    /// Path of a blob in the registry's storage (to corrupt it in tests).
+    func blobPath(hex: String) -> String {
+        "\(storage)/docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data"
+    }
+
+    deinit {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
