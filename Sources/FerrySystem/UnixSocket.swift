@@ -95,3 +95,14 @@ extension UnixSocket {
         return (tag, fd >= 0 ? FileDescriptor(rawValue: fd, name: "received descriptor") : nil)
     }
 }
+
+extension ProcessInfoRaw {
+    /// Clears the signal mask. A process started from a multithreaded parent (Foundation's
+    /// `Process` from a Swift program) inherits blocked signals; a long-lived helper must still
+    /// die on SIGTERM. The corresponding C function is `sigprocmask`.
+    public static func unblockAllSignals() {
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        sigprocmask(SIG_SETMASK, &empty, nil)
+    }
+}

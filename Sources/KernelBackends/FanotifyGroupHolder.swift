@@ -16,6 +16,7 @@ public enum FanotifyGroupHolder {
 
     /// Runs the holder: serves `get` and `put` requests on `socketPath` forever.
     public static func serve(socketPath: String) throws -> Never {
+        ProcessInfoRaw.unblockAllSignals()
         let listener = try UnixSocket.listen(at: socketPath, permissions: 0o600)
         var held: [FileDescriptor] = []
         while true {
