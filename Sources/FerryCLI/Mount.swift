@@ -70,10 +70,15 @@ struct Status: ParsableCommand {
                 return
             }
             let images = try JSONDecoder().decode([FerryDaemon.ImageSummary].self, from: Data(response.body))
-            print(String(format: "%-14@ %12@ %12@ %12@ %8@ %8@  %@", "IMAGE", "SIZE", "READ", "FETCHED", "VERIFIED", "FAILED", "MOUNTS"))
+            func row(_ cells: [String]) -> String {
+                let widths = [12, 12, 12, 12, 9, 7]
+                return zip(cells, widths).map { String(repeating: " ", count: max(0, $1 - $0.count)) + $0 }.joined(separator: " ")
+                    + "  " + (cells.last ?? "")
+            }
+            print(row(["IMAGE", "SIZE", "READ", "FETCHED", "VERIFIED", "FAILED", "MOUNTS"]))
             for i in images {
-                print(String(format: "%-14@ %12@ %12@ %12@ %8@ %8@  %@", String(i.id.prefix(12)), "\(i.uncompressedBytes)", "\(i.bytesRequested)",
-                             "\(i.bytesFetched)", "\(i.chunksVerified)", "\(i.chunksFailed)", i.mountpoints.joined(separator: ",")))
+                print(row([String(i.id.prefix(12)), "\(i.uncompressedBytes)", "\(i.bytesRequested)", "\(i.bytesFetched)",
+                           "\(i.chunksVerified)", "\(i.chunksFailed)", i.mountpoints.joined(separator: ",")]))
             }
         }
     }

@@ -61,3 +61,25 @@ import Testing
         #expect(digests[1] == digests[3])
     }
 }
+
+@Suite(.serialized) struct ChunkDictionaryTests {
+    /// Converting with `--chunk-dict` of an image that already has every chunk writes no new blob:
+    /// the new bootstrap points at the dictionary's blobs, and the result checks and exports equal.
+    @Test func aChunkDictionaryImageProvidesEveryChunk() throws {
+        guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
+        let image = try RichImage.get()
+        let ws = try Workspace("chunk-dict")
+        let dict = ws.sub("dict"), out = ws.sub("out")
+        try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(dict):t"])
+        let json = try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(out):t", "--chunk-dict", "oci:\(dict):t", "--json"])
+        #expect(json.contains("\"blobCompressedBytes\":0"), "no new blob bytes: \(json)")
+        try Shell.check([Build.ferry, "check", "oci:\(out):t"])
+        let exported = ws.sub("x.erofs"), mnt = ws.sub("mnt")
+        try Shell.check([Build.ferry, "export", "oci:\(out):t", exported])
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        try Shell.check(["mount", "-t", "erofs", "-o", "ro,loop", exported, mnt])
+        defer { _ = try? Shell.run(["umount", mnt]) }
+        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
+        #expect(diff.isEmpty, "\(diff.joined(separator: "\n"))")
+    }
+}
