@@ -60,8 +60,8 @@ struct FerryDaemonCommand: ParsableCommand {
                 source.resume()
                 return source
             }
-            _ = signals
-            dispatchMain()
+            // The sources must outlive dispatchMain(), or SIGTERM stays ignored.
+            withExtendedLifetime(signals) { dispatchMain() }
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode.failure
