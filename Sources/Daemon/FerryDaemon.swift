@@ -115,9 +115,13 @@ public final class FerryDaemon: Sendable {
         case ("GET", "/metrics"):
             return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metricsText().utf8))
         case ("POST", "/mounts"):
-            struct Body: Decodable { var image: String; var mountpoint: String }
+            struct Body: Decodable { var image: String; var mountpoint: String; var backend: String? }
             guard let body = try? JSONDecoder().decode(Body.self, from: Data(request.body)) else {
                 return .error("expected {\"image\": REF, \"mountpoint\": PATH}", status: 400)
+            }
+            if let wanted = body.backend, wanted != "auto", wanted != backend.name {
+                return .error("ferryd serves this kernel with the \(backend.name) backend; start it with --backend \(wanted) to use \(wanted)",
+                              status: 409)
             }
             do {
                 let result = try mount(image: body.image, at: body.mountpoint)
@@ -198,13 +202,7 @@ public final class FerryDaemon: Sendable {
             }
         }
         do {
-            let data = try JSONEncoder().encode(entries)
-            let temp = registrationsPath + ".tmp"
-            let fd = try FileDescriptor.open(temp, .createTruncate, permissions: 0o600)
-            try fd.write(Array(data))
-            try fd.sync()
-            try fd.close()
-            guard rename(temp, registrationsPath) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+            try writeFileAtomically(Array(try JSONEncoder().encode(entries)), to: registrationsPath, permissions: 0o600)
         } catch {
             logger.error("cannot persist mounts", metadata: ["error": "\(error)"])
         }

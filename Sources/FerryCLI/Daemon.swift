@@ -160,7 +160,7 @@ enum ImageResolution {
         if !FileManager.default.fileExists(atPath: erofs) {
             let input = try FileDescriptor.open(bootstrapFile, .readOnly)
             defer { try? input.close() }
-            try writeAtomically(try input.read(at: 0, count: Int(erofsLength)), to: erofs)
+            try writeFileAtomically(try input.read(at: 0, count: Int(erofsLength)), to: erofs)
         }
         let sources: [any ChunkSource]
         switch parsed {
@@ -172,15 +172,6 @@ enum ImageResolution {
             throw ValidationError("docker-archive images are not Ferry images; convert them first")
         }
         return RegisteredImage(id: id, reference: reference, bootstrapPath: erofs, metadata: metadata, sources: sources)
-    }
-
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let temp = path + ".tmp"
-        let out = try FileDescriptor.open(temp, .createTruncate)
-        try out.write(bytes)
-        try out.sync()
-        try out.close()
-        guard rename(temp, path) == 0 else { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
     }
 }
 

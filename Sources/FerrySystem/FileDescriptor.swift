@@ -156,3 +156,24 @@ func retrying<T: BinaryInteger>(_ what: @autoclosure () -> String, _ body: () ->
         throw SystemError.syscall(what(), errno: code)
     }
 }
+
+/// Replaces the file at `path` with `bytes` atomically: write a temporary sibling, fsync, rename.
+/// A crash leaves either the old file or the new one, never a torn one.
+public func writeFileAtomically(_ bytes: [UInt8], to path: String, permissions: UInt32 = 0o644) throws {
+    let temp = path + ".tmp-\(getpid())"
+    let fd = try FileDescriptor.open(temp, .createTruncate, permissions: permissions)
+    do {
+        try fd.write(bytes)
+        try fd.sync()
+        try fd.close()
+    } catch {
+        try? fd.close()
+        unlink(temp)
+        throw error
+    }
+    if rename(temp, path) != 0 {
+        let code = cferry_errno()
+        unlink(temp)
+        throw SystemError.syscall("rename \(temp) to \(path)", errno: code)
+    }
+}
