@@ -30,6 +30,8 @@ public final class FanotifyBackend: KernelBackend {
         let path: String
         let descriptor: FileDescriptor
         let filler: BlobFiller
+        /// Set once every chunk is present and the mark is removed: reads then raise no events.
+        let complete = Atomic<Bool>(false)
         init(path: String, descriptor: FileDescriptor, filler: BlobFiller) {
             self.path = path
             self.descriptor = descriptor
@@ -92,8 +94,14 @@ public final class FanotifyBackend: KernelBackend {
                     }
                 }
             }
-            try group.mark(path)
             let file = CacheFile(path: path, descriptor: fd, filler: filler)
+            if filler.presentCount == blob.chunks.count {
+                // Fully cached: no mark, reads go straight to the file.
+                try? group.unmark(path)
+                file.complete.store(true, ordering: .relaxed)
+            } else {
+                try group.mark(path)
+            }
             let identity = try fd.identity()
             let winner: CacheFile = blobs.withLock { map in
                 if let raced = map[blob.hexDigest] { return raced }
@@ -200,10 +208,24 @@ public final class FanotifyBackend: KernelBackend {
                     try await file.filler.fill(start ..< end)
                 }
                 self.answer(event, .allow)
+                self.unmarkIfComplete(file)
             } catch {
                 logger.error("read failed, answering EIO", metadata: ["error": "\(error)", "range": "\(start)..<\(end)"])
                 self.answer(event, .denyWithErrno(EIO))
             }
+        }
+    }
+
+    /// Once a cache file holds every chunk it needs no more events: removing its mark saves a
+    /// round trip to ferryd on every later read (warm reads then cost what a local file costs).
+    private func unmarkIfComplete(_ file: CacheFile) {
+        guard !file.complete.load(ordering: .relaxed), file.filler.presentCount == file.filler.blob.chunks.count,
+              file.complete.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
+        do {
+            try group.unmark(file.path)
+            logger.info("cache file complete, mark removed", metadata: ["blob": "\(file.filler.blob.hexDigest.prefix(12))"])
+        } catch {
+            logger.error("cannot remove the mark of a complete cache file", metadata: ["error": "\(error)"])
         }
     }
 
