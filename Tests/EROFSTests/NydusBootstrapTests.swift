@@ -5,7 +5,8 @@ import Testing
 /// A RAFS v6 bootstrap made by nydus-image 2.2 (shared test data): an EROFS image whose
 /// files are chunk-based on one extra device, the blob, whose id is the device tag.
 @Suite struct NydusBootstrapTests {
-    static let directory = "/work/shared/testdata/nydus"
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/testdata/nydus").path
     static let blobID = "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
 
     @Test func readsTheDeviceTableAndWalksTheTree() throws {

@@ -162,4 +162,6 @@ func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
 
-let nydusTestData = "/work/shared/testdata/nydus"
+/// `shared/testdata/nydus` beside the repository (the checkout's parent folder holds `shared/`).
+let nydusTestData = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/testdata/nydus").path
