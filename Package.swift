@@ -54,7 +54,8 @@ let package = Package(
         .testTarget(name: "BlobTests", dependencies: ["Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "ConverterTests", dependencies: ["Converter", "EROFS", "OCI", "Blob"], swiftSettings: strict),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem"], swiftSettings: strict),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], swiftSettings: strict),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], exclude: ["Fixtures"],
+                    swiftSettings: strict),
         .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem", "Daemon", "KernelBackends"],
                     exclude: ["Fixtures"], swiftSettings: strict),
     ]
