@@ -16,7 +16,7 @@ public struct ConversionOptions: Sendable {
     /// Paths to record as the image's prefetch list.
     public var prefetch: [String] = []
     /// How many chunks may be hashed/compressed at once (bounds memory).
-    public var pipelineWindow: Int = 8
+    public var pipelineWindow: Int = 32
 
     public init() {}
 
