@@ -1,3 +1,4 @@
+import Dispatch
 import FerrySystem
 
 /// A pull-style stream of bytes: a layer blob, a decompressed layer, a member of a tarball.
@@ -129,9 +130,18 @@ public final class VerifyingSource: ByteSource {
     private let expectedDigest: Digest
     private let expectedSize: Int64
     private let what: String
-    private let hasher = SHA256()
+    /// The digest is computed on its own serial queue, off the thread that parses the stream;
+    /// at most 16 pieces wait for it (bounded memory).
+    private let hasher = HasherBox()
+    private let hashQueue = DispatchQueue(label: "ferry.layer-digest")
+    private let inFlight = DispatchSemaphore(value: 16)
     private var count: Int64 = 0
     private var verified = false
+
+    /// Owns the SHA-256 state; touched only on `hashQueue`.
+    private final class HasherBox: @unchecked Sendable {
+        let sha = SHA256()
+    }
 
     /// Wraps `source`; `what` names the blob in errors (e.g. "layer sha256:…").
     /// Only sha256 digests can be checked; others throw `unsupportedDigest`.
@@ -147,7 +157,8 @@ public final class VerifyingSource: ByteSource {
         guard !verified else { return nil }
         guard let piece = try source.read(upTo: count) else {
             guard self.count == expectedSize else { throw OCIError.sizeMismatch(what: what, expected: expectedSize, actual: self.count) }
-            let actual = Digest(sha256: hasher.finalize())
+            let hasher = self.hasher
+            let actual = Digest(sha256: hashQueue.sync { hasher.sha.finalize() })
             guard actual == expectedDigest else { throw OCIError.digestMismatch(what: what, expected: expectedDigest, actual: actual) }
             verified = true
             return nil
@@ -156,7 +167,12 @@ public final class VerifyingSource: ByteSource {
         guard self.count <= expectedSize else {
             throw OCIError.sizeMismatch(what: what, expected: expectedSize, actual: self.count)
         }
-        hasher.update(piece)
+        let hasher = self.hasher, inFlight = self.inFlight
+        inFlight.wait()
+        hashQueue.async {
+            hasher.sha.update(piece)
+            inFlight.signal()
+        }
         return piece
     }
 }
