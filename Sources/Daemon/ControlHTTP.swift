@@ -1,5 +1,6 @@
 public import FerrySystem
 import Foundation
+import Synchronization
 
 /// One HTTP/1.1 request as the control API sees it (no chunked bodies, no keep-alive).
 public struct ControlRequest: Sendable {
@@ -118,5 +119,43 @@ public enum ControlHTTP {
             body += piece
         }
         return (lines, Array(body.prefix(length)))
+    }
+}
+
+extension ControlHTTP {
+    /// Accepts connections on `listener` (a Unix or TCP stream socket) on a thread of its own and
+    /// answers each on its own thread with `handler`, until the listener is shut down.
+    public static func serve(listener: FileDescriptor,
+                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
+        Thread.detachNewThread {
+            while true {
+                guard let connection = try? UnixSocket.accept(listener) else { return }
+                Thread.detachNewThread {
+                    defer { try? connection.close() }
+                    let response: ControlResponse
+                    do {
+                        let request = try readRequest(from: connection)
+                        response = answerBlocking(request, handler)
+                    } catch {
+                        response = .error("\(error)", status: 400)
+                    }
+                    try? write(response, to: connection)
+                }
+            }
+        }
+    }
+
+    /// Runs the async handler from a plain thread and waits for its answer.
+    private static func answerBlocking(_ request: ControlRequest,
+                                       _ handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) -> ControlResponse {
+        let box = Mutex<ControlResponse?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let response = await handler(request)
+            box.withLock { $0 = response }
+            done.signal()
+        }
+        done.wait()
+        return box.withLock { $0 } ?? .error("no response", status: 500)
     }
 }

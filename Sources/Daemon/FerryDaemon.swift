@@ -66,7 +66,7 @@ public final class FerryDaemon: Sendable {
         backend.endRestore()
         let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
         listener.withLock { $0 = socket }
-        Thread.detachNewThread { [self] in acceptLoop(socket) }
+        ControlHTTP.serve(listener: socket) { [self] request in await handle(request) }
         logger.info("ferryd ready", metadata: ["backend": "\(backend.name)", "socket": "\(configuration.socketPath)"])
     }
 
@@ -74,35 +74,6 @@ public final class FerryDaemon: Sendable {
     public func stop() {
         if let socket = listener.withLock({ $0 }) { UnixSocket.shutdown(socket) }
         backend.stop()
-    }
-
-    private func acceptLoop(_ socket: FileDescriptor) {
-        while true {
-            guard let connection = try? UnixSocket.accept(socket) else { return }
-            Thread.detachNewThread { [self] in
-                defer { try? connection.close() }
-                let response: ControlResponse
-                do {
-                    let request = try ControlHTTP.readRequest(from: connection)
-                    response = handleBlocking(request)
-                } catch {
-                    response = .error("\(error)", status: 400)
-                }
-                try? ControlHTTP.write(response, to: connection)
-            }
-        }
-    }
-
-    private func handleBlocking(_ request: ControlRequest) -> ControlResponse {
-        let box = Mutex<ControlResponse?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            let r = await self.handle(request)
-            box.withLock { $0 = r }
-            done.signal()
-        }
-        done.wait()
-        return box.withLock { $0 } ?? .error("no response", status: 500)
     }
 
     /// Routes one control request.

@@ -21,6 +21,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netdb.h>
 #include <sys/uio.h>
 #include <sys/fanotify.h>
 #include <sys/sysmacros.h>

@@ -1,0 +1,53 @@
+import FerrySystem
+import Foundation
+import Testing
+@testable import Daemon
+
+/// The HTTP server loop answers real clients (curl) over TCP and over a Unix socket.
+@Suite struct ControlHTTPTests {
+    /// Runs curl on a thread of its own: the server answers through Swift concurrency, whose
+    /// few threads a blocking wait in the test must not occupy.
+    static func curl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try curlBlocking(arguments) }) }
+        }
+    }
+
+    static func curlBlocking(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sS"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func servesOverTCPOnAnEphemeralPort() async throws {
+        let (listener, port) = try TCPSocket.listen(host: "127.0.0.1", port: 0)
+        defer { UnixSocket.shutdown(listener); try? listener.close() }
+        #expect(port != 0)
+        ControlHTTP.serve(listener: listener) { request in
+            .json(["path": request.path, "x": request.query["x"] ?? "-", "method": request.method])
+        }
+        let (status, output) = try await Self.curl(["-X", "POST", "http://127.0.0.1:\(port)/hello?x=42"])
+        #expect(status == 0)
+        #expect(output == #"{"method":"POST","path":"/hello","x":"42"}"# + "\n")
+    }
+
+    @Test func rejectsANonNumericAddress() {
+        #expect(throws: SystemError.self) { try TCPSocket.listen(host: "localhost.invalid", port: 0) }
+    }
+
+    @Test func servesOverAUnixSocket() async throws {
+        let path = NSTemporaryDirectory() + "ferry-http-\(getpid()).sock"
+        let listener = try UnixSocket.listen(at: path)
+        defer { UnixSocket.shutdown(listener); try? listener.close(); unlink(path) }
+        ControlHTTP.serve(listener: listener) { _ in ControlResponse(status: 404, contentType: "text/plain", body: Array("nope".utf8)) }
+        let (status, output) = try await Self.curl(["--unix-socket", path, "-w", " %{http_code}", "http://ferry/x"])
+        #expect(status == 0)
+        #expect(output == "nope 404")
+    }
+}
