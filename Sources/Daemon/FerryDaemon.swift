@@ -37,8 +37,8 @@ public final class FerryDaemon: Sendable {
 
     private struct State {
         var images: [String: RegisteredImage] = [:]
-        /// mountpoint → image id
-        var mounts: [String: String] = [:]
+        /// mountpoint → image id and the domain it was mounted in
+        var mounts: [String: MountEntry] = [:]
     }
     private let state = Mutex(State())
     private let listener = Mutex<FileDescriptor?>(nil)
@@ -86,7 +86,7 @@ public final class FerryDaemon: Sendable {
         case ("GET", "/metrics"):
             return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metricsText().utf8))
         case ("POST", "/mounts"):
-            struct Body: Decodable { var image: String; var mountpoint: String; var backend: String? }
+            struct Body: Decodable { var image: String; var mountpoint: String; var backend: String?; var domain: String? }
             guard let body = try? JSONDecoder().decode(Body.self, from: Data(request.body)) else {
                 return .error("expected {\"image\": REF, \"mountpoint\": PATH}", status: 400)
             }
@@ -95,7 +95,7 @@ public final class FerryDaemon: Sendable {
                               status: 409)
             }
             do {
-                let result = try mount(image: body.image, at: body.mountpoint)
+                let result = try mount(image: body.image, at: body.mountpoint, domainID: body.domain)
                 return .json(result, status: 201)
             } catch {
                 logger.error("mount failed", metadata: ["image": "\(body.image)", "error": "\(error)"])
@@ -122,8 +122,9 @@ public final class FerryDaemon: Sendable {
         public var devices: Int
     }
 
-    /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`.
-    public func mount(image reference: String, at target: String) throws -> MountResult {
+    /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`
+    /// (fscache: in `domainID` when given, sharing blobs with the domain's other mounts).
+    public func mount(image reference: String, at target: String, domainID: String? = nil) throws -> MountResult {
         let canonicalTarget = (target as NSString).standardizingPath
         if state.withLock({ $0.mounts[canonicalTarget] }) != nil {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "ferryd already has a mount there")
@@ -134,13 +135,15 @@ public final class FerryDaemon: Sendable {
             s.images[resolved.id] = resolved
             return resolved
         }
-        let plan = try backend.attach(image)
+        let request = MountRequest(mountpoint: canonicalTarget, domainID: domainID)
+        let plan = try backend.attach(image, mount: request)
         do {
             try mounter.mount(plan, at: canonicalTarget)
         } catch {
+            backend.detach(image, mount: request)
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "\(error)")
         }
-        state.withLock { $0.mounts[canonicalTarget] = image.id }
+        state.withLock { $0.mounts[canonicalTarget] = MountEntry(imageID: image.id, domainID: domainID) }
         saveRegistrations()
         logger.info("mounted", metadata: ["image": "\(reference)", "id": "\(image.id.prefix(12))", "at": "\(canonicalTarget)"])
         return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count)
@@ -153,7 +156,11 @@ public final class FerryDaemon: Sendable {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "not a ferryd mount")
         }
         try mounter.unmount(canonicalTarget)
-        state.withLock { _ = $0.mounts.removeValue(forKey: canonicalTarget) }
+        let (entry, image) = state.withLock { s in
+            let entry = s.mounts.removeValue(forKey: canonicalTarget)
+            return (entry, entry.flatMap { s.images[$0.imageID] })
+        }
+        if let entry, let image { backend.detach(image, mount: MountRequest(mountpoint: canonicalTarget, domainID: entry.domainID)) }
         saveRegistrations()
     }
 
@@ -161,6 +168,12 @@ public final class FerryDaemon: Sendable {
     struct Registration: Codable {
         var reference: String
         var mountpoint: String
+        var domain: String?
+    }
+
+    struct MountEntry {
+        var imageID: String
+        var domainID: String?
     }
 
     private var registrationsPath: String { configuration.stateDirectory + "/mounts.json" }
@@ -169,7 +182,7 @@ public final class FerryDaemon: Sendable {
     private func saveRegistrations() {
         let entries: [Registration] = state.withLock { s in
             s.mounts.sorted { $0.key < $1.key }.compactMap { mount in
-                s.images[mount.value].map { Registration(reference: $0.reference, mountpoint: mount.key) }
+                s.images[mount.value.imageID].map { Registration(reference: $0.reference, mountpoint: mount.key, domain: mount.value.domainID) }
             }
         }
         do {
@@ -195,8 +208,8 @@ public final class FerryDaemon: Sendable {
                     s.images[resolved.id] = resolved
                     return resolved
                 }
-                _ = try backend.attach(image)
-                state.withLock { $0.mounts[entry.mountpoint] = image.id }
+                _ = try backend.attach(image, mount: MountRequest(mountpoint: entry.mountpoint, domainID: entry.domain))
+                state.withLock { $0.mounts[entry.mountpoint] = MountEntry(imageID: image.id, domainID: entry.domain) }
                 logger.notice("re-attached mount of a previous ferryd", metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
             } catch {
                 logger.error("cannot re-attach mount", metadata: ["at": "\(entry.mountpoint)", "error": "\(error)"])
@@ -228,7 +241,7 @@ public final class FerryDaemon: Sendable {
             let s = image.stats
             return ImageSummary(
                 id: image.id, reference: image.reference,
-                mountpoints: mounts.filter { $0.value == image.id }.map(\.key).sorted(),
+                mountpoints: mounts.filter { $0.value.imageID == image.id }.map(\.key).sorted(),
                 blobs: image.metadata.blobs.count, chunks: image.metadata.blobs.reduce(0) { $0 + $1.chunks.count },
                 uncompressedBytes: image.metadata.blobs.reduce(0) { $0 + $1.uncompressedSize },
                 bytesRequested: s.bytesRequested.current, bytesFetched: s.bytesFetched, bytesBySource: s.bytesBySource,

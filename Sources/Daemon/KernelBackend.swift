@@ -9,13 +9,27 @@ public enum MountPlan: Sendable, Equatable {
     case fscache(fsid: String, domainID: String?)
 }
 
+/// What a mount asks of a backend.
+public struct MountRequest: Sendable, Equatable, Codable {
+    /// Where the image is (or was) mounted, canonical.
+    public var mountpoint: String
+    /// fscache only: mounts in one domain share blob cookies (and so their cached data); nil: none.
+    public var domainID: String?
+    public init(mountpoint: String, domainID: String? = nil) {
+        self.mountpoint = mountpoint
+        self.domainID = domainID
+    }
+}
+
 /// A front end that lets the kernel read an image's blobs through `BlobFiller.fill`.
 /// Backends: `fanotify` (pre-content hooks on sparse cache files) and `fscache` (cachefiles on demand).
 public protocol KernelBackend: AnyObject, Sendable {
     /// "fanotify" or "fscache".
     var name: String { get }
-    /// Makes the image's blobs servable and returns how to mount it.
-    func attach(_ image: RegisteredImage) throws -> MountPlan
+    /// Makes the image's blobs servable for a mount at `mount.mountpoint` and returns how to mount it.
+    func attach(_ image: RegisteredImage, mount: MountRequest) throws -> MountPlan
+    /// The mount is gone: forget what only it needed (blob data already cached stays).
+    func detach(_ image: RegisteredImage, mount: MountRequest)
     /// Serves kernel requests until `stop()`; runs on its own thread.
     func run() throws
     /// Stops serving (pending requests are answered first).

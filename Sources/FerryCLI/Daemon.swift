@@ -89,32 +89,83 @@ enum DaemonAssembly {
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
         let backend: any KernelBackend
-        switch configuration.backend {
-        case "auto", "fanotify":
-            let holderSocket = state + "/fanotify-group.sock"
-            let group: FanotifyGroup
-            if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
-                group = inherited
-                let orphans = FanotifyGroupHolder.answerOrphans(of: group)
-                logger.notice("took over the fanotify group of a previous ferryd",
-                              metadata: ["orphaned events answered EIO": "\(orphans.count)"])
-            } else {
-                do {
-                    group = try FanotifyGroup.preContent()
-                } catch {
-                    throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
-                }
-                try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-                try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
-            }
-            backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
-        default:
-            throw DaemonError.backendUnavailable("backend \"\(configuration.backend)\" is not available in this build")
+        switch try BackendChoice.resolve(configuration.backend, stateDirectory: state) {
+        case .fanotify:
+            backend = try makeFanotifyBackend(state: state, store: store, gate: gate, logger: logger)
+        case .fscache:
+            backend = try makeFscacheBackend(state: state, store: store, gate: gate, logger: logger)
         }
         let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors),
                                     logger: logger)
         let resolver: ImageResolver = { reference, state in try ImageResolution.resolve(reference, stateDirectory: state, client: client) }
         return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger)
+    }
+}
+
+extension DaemonAssembly {
+    static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws -> any KernelBackend {
+        let holderSocket = state + "/fanotify-group.sock"
+        let group: FanotifyGroup
+        if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
+            group = inherited
+            let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+            logger.notice("took over the fanotify group of a previous ferryd",
+                          metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+        } else {
+            do {
+                group = try FanotifyGroup.preContent()
+            } catch {
+                throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
+            }
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+            try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
+        }
+        return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
+    }
+
+    /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous
+    /// ferryd left with the holder process (then `restore` re-sends what it had not answered).
+    static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws -> any KernelBackend {
+        let holderSocket = state + "/cachefiles-device.sock"
+        let device: CachefilesDevice
+        if let inherited = FanotifyGroupHolder.fetchDescriptor(socketPath: holderSocket) {
+            device = CachefilesDevice(adopting: FileDescriptor(rawValue: inherited.rawValue, name: "/dev/cachefiles (taken over)"))
+            logger.notice("took over /dev/cachefiles from a previous ferryd")
+        } else {
+            let cache = state + "/fscache"
+            try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+            do {
+                device = try CachefilesDevice.open()
+                try device.bindOnDemand(directory: cache, tag: "ferry")
+            } catch {
+                throw DaemonError.backendUnavailable(
+                    "fscache backend unavailable (needs /dev/cachefiles with CONFIG_CACHEFILES_ONDEMAND, and \(cache) on a filesystem with xattrs and direct I/O): \(error)")
+            }
+            try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket)
+        }
+        return try FscacheBackend(device: device, store: store, gate: gate, logger: logger)
+    }
+}
+
+/// Which kernel backend ferryd uses.
+enum BackendChoice {
+    case fanotify, fscache
+
+    /// `auto` picks fanotify where the kernel has pre-content hooks (Linux ≥ 6.14), else fscache
+    /// where `/dev/cachefiles` exists.
+    static func resolve(_ name: String, stateDirectory: String) throws -> BackendChoice {
+        switch name {
+        case "fanotify": return .fanotify
+        case "fscache": return .fscache
+        case "auto":
+            try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            if FanotifyGroup.preContentSupported(in: stateDirectory) { return .fanotify }
+            if FileManager.default.fileExists(atPath: "/dev/cachefiles") { return .fscache }
+            throw DaemonError.backendUnavailable(
+                "no lazy kernel backend on this host: neither fanotify pre-content hooks (Linux ≥ 6.14) nor /dev/cachefiles (CONFIG_CACHEFILES_ONDEMAND); run Tools/check-kernel")
+        default:
+            throw DaemonError.backendUnavailable("unknown backend \"\(name)\" (auto, fanotify or fscache)")
+        }
     }
 }
 

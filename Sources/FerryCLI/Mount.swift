@@ -28,13 +28,16 @@ struct MountImage: ParsableCommand {
     @Argument(help: "A converted image (oci:DIR[:TAG] or docker://HOST/REPO:TAG).") var image: String
     @Argument(help: "Where to mount it.") var mountpoint: String
     @Option(help: "Kernel backend: auto (what ferryd picked for this kernel), fanotify or fscache.") var backend: String = "auto"
+    @Option(help: "fscache: mount in this domain, sharing cached blobs with the domain's other mounts.") var domain: String?
     @OptionGroup var daemon: DaemonConnection
 
     func run() throws {
         try reportingErrors {
             guard ["auto", "fanotify", "fscache"].contains(backend) else { throw ValidationError("--backend must be auto, fanotify or fscache") }
             let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-            let body = try JSONEncoder().encode(["image": image, "mountpoint": target, "backend": backend])
+            var fields = ["image": image, "mountpoint": target, "backend": backend]
+            if let domain { fields["domain"] = domain }
+            let body = try JSONEncoder().encode(fields)
             let response = try daemon.send("POST", "/mounts", body: Array(body))
             let result = try JSONDecoder().decode(FerryDaemon.MountResult.self, from: Data(response.body))
             print("mounted \(image) at \(result.mountpoint) (backend \(result.backend), \(result.devices) blob device(s), image \(result.id.prefix(12)))")

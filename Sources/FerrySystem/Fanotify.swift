@@ -35,6 +35,18 @@ public struct FanotifyGroup: Sendable {
         return FanotifyGroup(adopting: FileDescriptor(rawValue: fd, name: "fanotify group"))
     }
 
+    /// Whether this kernel delivers pre-content events for files in `directory`: creates a group
+    /// and marks a probe file there with `FAN_PRE_ACCESS` (Linux < 6.14 refuses the mask with
+    /// EINVAL; filesystems without pre-content support refuse the mark).
+    public static func preContentSupported(in directory: String) -> Bool {
+        guard let group = try? preContent() else { return false }
+        defer { try? group.descriptor.close() }
+        let probe = directory + "/.fanotify-probe-\(getpid())"
+        guard let file = try? FileDescriptor.open(probe, .createReadWrite) else { return false }
+        defer { try? file.close(); unlink(probe) }
+        return (try? group.mark(probe)) != nil
+    }
+
     /// Adds `mask` (default `FAN_PRE_ACCESS`) to the inode mark on `path`. The corresponding
     /// C function is `fanotify_mark`.
     public func mark(_ path: String, mask: UInt64 = FanotifyConstants.preAccess) throws {

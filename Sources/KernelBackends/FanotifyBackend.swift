@@ -57,7 +57,10 @@ public final class FanotifyBackend: KernelBackend {
     /// The group's descriptor (to hand to a successor or a holder process).
     public var groupDescriptor: FileDescriptor { group.descriptor }
 
-    public func attach(_ image: RegisteredImage) throws -> MountPlan {
+    /// Blob cache files are shared by every mount (a domain changes nothing here).
+    public func detach(_ image: RegisteredImage, mount: MountRequest) {}
+
+    public func attach(_ image: RegisteredImage, mount: MountRequest) throws -> MountPlan {
         var devices: [String] = []
         for blob in image.metadata.blobs {
             devices.append(try cacheFile(for: blob, image: image).path)

@@ -38,15 +38,28 @@ public enum FanotifyGroupHolder {
 
     /// The group held by a running holder, or nil when there is none.
     public static func fetch(socketPath: String) -> FanotifyGroup? {
+        fetchDescriptor(socketPath: socketPath).map {
+            FanotifyGroup(adopting: FileDescriptor(rawValue: $0.rawValue, name: "fanotify group (taken over)"))
+        }
+    }
+
+    /// The descriptor held by a running holder (a fanotify group, or `/dev/cachefiles` for the
+    /// fscache backend: closing it would kill the cache), or nil when there is none.
+    public static func fetchDescriptor(socketPath: String) -> FileDescriptor? {
         guard let socket = try? UnixSocket.connect(to: socketPath) else { return nil }
         defer { try? socket.close() }
         guard (try? UnixSocket.send(tag: get, descriptor: nil, over: socket)) != nil,
               let reply = try? UnixSocket.receive(over: socket), reply.tag == found, let fd = reply.descriptor else { return nil }
-        return FanotifyGroup(adopting: FileDescriptor(rawValue: fd.rawValue, name: "fanotify group (taken over)"))
+        return fd
     }
 
     /// Starts a holder process (this executable with `hold-group`) and hands it `group`.
     public static func startHolder(for group: FanotifyGroup, socketPath: String, executable: String = "/proc/self/exe") throws {
+        try startHolder(holding: group.descriptor, socketPath: socketPath, executable: executable)
+    }
+
+    /// Starts a holder process (this executable with `hold-group`) and hands it `descriptor`.
+    public static func startHolder(holding descriptor: FileDescriptor, socketPath: String, executable: String = "/proc/self/exe") throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["hold-group", "--socket", socketPath]
@@ -57,7 +70,7 @@ public enum FanotifyGroupHolder {
         for _ in 0..<200 {
             if let socket = try? UnixSocket.connect(to: socketPath) {
                 defer { try? socket.close() }
-                try UnixSocket.send(tag: put, descriptor: group.descriptor, over: socket)
+                try UnixSocket.send(tag: put, descriptor: descriptor, over: socket)
                 _ = try socket.read(upTo: 1, partial: true)
                 return
             }

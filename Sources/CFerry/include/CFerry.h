@@ -21,6 +21,7 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/eventfd.h>
 #include <netinet/in.h>
 #include <netdb.h>
 #include <sys/uio.h>

@@ -1,0 +1,262 @@
+public import Daemon
+import Blob
+public import FerrySystem
+import Foundation
+public import Logging
+import Synchronization
+
+/// The `fscache` backend (Linux 5.19–6.x with `CONFIG_CACHEFILES_ONDEMAND` and
+/// `CONFIG_EROFS_FS_ONDEMAND`): the kernel mounts `erofs -o fsid=…[,domain_id=…]`, opens each
+/// image's bootstrap and blobs as cachefiles cookies and, for every range not yet in its cache
+/// file, asks ferryd through `/dev/cachefiles`. ferryd answers OPEN with the object's size,
+/// fills READ ranges with verified chunks written through io_uring into the object's anonymous
+/// fd, then completes the request. A failed fill still completes it: the kernel finds the hole
+/// and the reader gets EIO, never wrong bytes.
+///
+/// Cookie keys: an image's primary cookie is its fsid (its bootstrap); a blob's is the 64-hex
+/// device-slot tag the converter wrote (its digest). Volume key: `erofs,<domain_id or fsid>`.
+/// See `Kernel-Notes/cachefiles-ondemand.md`.
+public final class FscacheBackend: KernelBackend {
+    public let name = "fscache"
+    private let device: CachefilesDevice
+    private let ring: RingService
+    private let store: ChunkStore?
+    private let gate: FetchGate
+    private let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+
+    /// What ferryd can serve: fsid → the mount's image and volume; blob digest → its image.
+    private struct Catalog {
+        var fsids: [String: (image: RegisteredImage, volume: String)] = [:]
+        var blobs: [String: (blob: BlobInfo, image: RegisteredImage)] = [:]
+        var volumes: Set<String> = []
+    }
+    private let catalog = Mutex(Catalog())
+    /// Open objects by the kernel's object id.
+    private let objects = Mutex<[UInt32: FscacheObject]>([:])
+    /// Messages that name keys not registered yet, held while a restarted ferryd re-attaches.
+    private let parked = Mutex<[CachefilesMessage]?>(nil)
+
+    /// - Parameters:
+    ///   - device: `/dev/cachefiles`, already bound (`bindOnDemand`) or taken over from a
+    ///     previous ferryd (then `restore` is written when serving starts).
+    public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, logger: Logger) throws {
+        self.device = device
+        self.ring = try RingService(entries: 64)
+        self.store = store
+        self.gate = gate
+        self.logger = logger
+    }
+
+    /// The device descriptor (to hand to a successor or a holder process).
+    public var deviceDescriptor: FileDescriptor { device.descriptor }
+
+    /// The fsid of a mount: stable for an image at a mountpoint (a restarted ferryd recomputes it
+    /// and recognises the kernel's re-sent OPENs), distinct between mountpoints (the kernel
+    /// refuses a primary cookie twice in one domain).
+    public static func fsid(imageID: String, mountpoint: String) -> String {
+        "ferry-" + hexString(SHA256.hash(Array("\(imageID)\n\(mountpoint)".utf8))).prefix(24)
+    }
+
+    public func attach(_ image: RegisteredImage, mount: MountRequest) throws -> MountPlan {
+        let fsid = Self.fsid(imageID: image.id, mountpoint: mount.mountpoint)
+        let volume = "erofs," + (mount.domainID ?? fsid)
+        catalog.withLock { c in
+            c.fsids[fsid] = (image, volume)
+            c.volumes.insert(volume)
+            for blob in image.metadata.blobs where c.blobs[blob.hexDigest] == nil {
+                c.blobs[blob.hexDigest] = (blob, image)
+            }
+        }
+        return .fscache(fsid: fsid, domainID: mount.domainID)
+    }
+
+    public func detach(_ image: RegisteredImage, mount: MountRequest) {
+        let fsid = Self.fsid(imageID: image.id, mountpoint: mount.mountpoint)
+        catalog.withLock { c in _ = c.fsids.removeValue(forKey: fsid) }
+    }
+
+    /// Serves requests through io_uring until `stop()`.
+    public func run() throws {
+        // A successor re-reads what its predecessor had read but not answered (a no-op on a fresh device).
+        do { try device.send(.restore) } catch { logger.warning("cachefiles restore refused", metadata: ["error": "\(error)"]) }
+        try ring.run(device: device.descriptor, messageSize: CachefilesMessage.maxSize) { bytes in
+            do {
+                handle(try CachefilesMessage.parse(bytes[...]))
+            } catch {
+                logger.error("unreadable cachefiles message", metadata: ["error": "\(error)"])
+            }
+        }
+        // Objects are the kernel's; a successor gets OPENs again for them.
+        objects.withLock { table in
+            for object in table.values { try? object.descriptor.close() }
+            table = [:]
+        }
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        ring.stop()
+    }
+
+    public func beginRestore() { parked.withLock { $0 = [] } }
+
+    public func endRestore() {
+        let held = parked.withLock { list -> [CachefilesMessage] in
+            defer { list = nil }
+            return list ?? []
+        }
+        for message in held { handle(message) }
+    }
+
+    /// Holds `message` while restoring; false when not restoring.
+    private func park(_ message: CachefilesMessage) -> Bool {
+        parked.withLock { list in
+            guard list != nil else { return false }
+            list?.append(message)
+            return true
+        }
+    }
+
+    private func handle(_ message: CachefilesMessage) {
+        switch message.request {
+        case let .open(open):
+            self.open(open, message: message)
+        case let .read(offset, length):
+            guard let object = objects.withLock({ $0[message.objectID] }) else {
+                if park(message) { return }
+                logger.error("READ for an object ferryd did not open", metadata: ["object": "\(message.objectID)"])
+                return
+            }
+            Task { await self.read(object, messageID: message.messageID, offset: offset, length: length) }
+        case .close:
+            if let object = objects.withLock({ $0.removeValue(forKey: message.objectID) }) {
+                try? object.descriptor.close()
+                logger.debug("object closed", metadata: ["object": "\(message.objectID)", "key": "\(object.key)"])
+            }
+        case let .unknown(opcode, _):
+            logger.warning("cachefiles request with unknown opcode ignored", metadata: ["opcode": "\(opcode)"])
+        }
+    }
+
+    private func open(_ open: CachefilesOpen, message: CachefilesMessage) {
+        let anonymous = FileDescriptor(rawValue: open.fd, name: "cachefiles object \(message.objectID)")
+        let key = open.cookieKeyString
+        let content: FscacheObject.Content? = catalog.withLock { c in
+            guard c.volumes.contains(open.volumeKey) else { return nil }
+            if let entry = c.fsids[key], entry.volume == open.volumeKey {
+                return .bootstrap(path: entry.image.bootstrapPath, stats: entry.image.stats)
+            }
+            if let entry = c.blobs[key] { return .blob(entry.blob, entry.image) }
+            return nil
+        }
+        guard let content else {
+            if park(message) { return }
+            logger.error("OPEN for a cookie no mounted image has", metadata: ["volume": "\(open.volumeKey)", "cookie": "\(key)"])
+            reply(.openFailed(messageID: message.messageID, errno: ENOENT))
+            try? anonymous.close()
+            return
+        }
+        do {
+            let object: FscacheObject
+            switch content {
+            case let .bootstrap(path, stats):
+                let file = try FileDescriptor.open(path, .readOnly)
+                object = FscacheObject(key: key, descriptor: anonymous, size: try file.size(), source: .file(file, stats))
+            case let .blob(blob, image):
+                let sink = FscacheSink(descriptor: anonymous, ring: ring)
+                let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, gate: gate, stats: image.stats)
+                object = FscacheObject(key: key, descriptor: anonymous, size: blob.uncompressedSize, source: .filler(filler))
+            }
+            objects.withLock { $0[message.objectID] = object }
+            reply(.openComplete(messageID: message.messageID, size: Int64(object.size)))
+            logger.debug("object opened", metadata: ["object": "\(message.objectID)", "key": "\(key)", "size": "\(object.size)"])
+        } catch {
+            logger.error("cannot open object", metadata: ["cookie": "\(key)", "error": "\(error)"])
+            reply(.openFailed(messageID: message.messageID, errno: EIO))
+            try? anonymous.close()
+        }
+    }
+
+    /// Fills `offset ..< offset+length` of the object, then completes the READ, whatever happened.
+    private func read(_ object: FscacheObject, messageID: UInt32, offset: UInt64, length: UInt64) async {
+        let end = min(object.size, offset &+ length)
+        do {
+            if offset < end {
+                switch object.source {
+                case let .filler(filler):
+                    filler.stats.bytesRequested.add(Int(end - offset))
+                    try await filler.fill(offset ..< end)
+                case let .file(file, stats):
+                    stats.bytesRequested.add(Int(end - offset))
+                    try await copy(file, range: offset ..< end, into: object)
+                }
+            }
+        } catch {
+            logger.error("read failed, the reader gets EIO", metadata: ["object": "\(object.key)", "range": "\(offset)+\(length)", "error": "\(error)"])
+        }
+        do {
+            try CachefilesObject.readComplete(fd: object.descriptor.rawValue, messageID: messageID)
+        } catch {
+            logger.error("cannot complete READ", metadata: ["object": "\(object.key)", "error": "\(error)"])
+        }
+    }
+
+    /// Copies a page-aligned cover of `range` of a local file (the bootstrap) into the object.
+    private func copy(_ file: FileDescriptor, range: Range<UInt64>, into object: FscacheObject) async throws {
+        let page = UInt64(AlignedBuffer.pageSize)
+        let start = range.lowerBound / page * page
+        let end = (range.upperBound + page - 1) / page * page
+        let buffer = try AlignedBuffer(count: Int(end - start))
+        let n = try file.read(into: buffer, count: Int(min(end, object.size) - start), at: start)
+        buffer.zero(n ..< buffer.count)
+        let result = await ring.write(object.descriptor, buffer: TransferredBuffer(buffer), count: buffer.count, at: start)
+        guard result == Int32(buffer.count) else {
+            throw SystemError.syscall("write \(buffer.count) bytes at \(start) into \(object.key)", errno: result < 0 ? -result : EIO)
+        }
+    }
+
+    private func reply(_ command: CachefilesCommand) {
+        do { try device.send(command) } catch {
+            logger.error("cachefiles reply refused", metadata: ["command": "\(command.text)", "error": "\(error)"])
+        }
+    }
+}
+
+/// One object the kernel opened: its anonymous fd and where its bytes come from.
+final class FscacheObject: Sendable {
+    enum Content {
+        case bootstrap(path: String, stats: FillStatistics)
+        case blob(BlobInfo, RegisteredImage)
+    }
+    enum Source: Sendable {
+        case file(FileDescriptor, FillStatistics)
+        case filler(BlobFiller)
+    }
+    let key: String
+    let descriptor: FileDescriptor
+    let size: UInt64
+    let source: Source
+    init(key: String, descriptor: FileDescriptor, size: UInt64, source: Source) {
+        self.key = key
+        self.descriptor = descriptor
+        self.size = size
+        self.source = source
+    }
+}
+
+/// Writes verified chunks into an object's anonymous fd through the ring: direct I/O, so each
+/// chunk goes from a page-aligned buffer, zero-padded to whole blocks.
+struct FscacheSink: ChunkSink {
+    let descriptor: FileDescriptor
+    let ring: RingService
+    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {
+        let buffer = try AlignedBuffer(count: Int(info.alignedSize))
+        try buffer.copy(from: bytes)
+        let result = await ring.write(descriptor, buffer: TransferredBuffer(buffer), count: buffer.count, at: info.uncompressedOffset)
+        guard result == Int32(buffer.count) else {
+            throw SystemError.syscall("write chunk \(index) (\(buffer.count) bytes at \(info.uncompressedOffset)) into \(descriptor.name)",
+                                      errno: result < 0 ? -result : EIO)
+        }
+    }
+}
