@@ -27,7 +27,8 @@ final class RichImage: @unchecked Sendable {
         return image
     }
 
-    private init(bigMiB: Int) throws {
+    /// A fresh image of its own (not the shared one), e.g. a small one for the VM.
+    init(bigMiB: Int) throws {
         workspace = try Workspace("rich-image")
         layout = workspace.sub("source")
         let tars = workspace.sub("tars")
