@@ -62,7 +62,7 @@ import Testing
         func launch() throws {
             try sh("\(ferryd) --backend fscache --state-dir \(state) --socket \(socket) --plain-http \(registryHost) --log-level debug \(extra) >> \(log) 2>&1 &")
             for _ in 0..<300 {
-                if (try? sh("\(ferry) status --socket \(socket)", check: false))?.status == 0 { return }
+                if (try? sh("\(FscacheGuestTests.ferry) status --socket \(socket)", check: false))?.status == 0 { return }
                 usleep(100_000)
             }
             throw Failed(description: "ferryd did not start: \(logText.suffix(3000))")
@@ -93,7 +93,7 @@ import Testing
     static func reference(_ tag: String) -> String { "docker://\(registryHost)/rich:\(tag)" }
 
     /// Distinct compressed and aligned bytes of the chunks of `path` in a converted layout.
-    static func chunkBytes(_ path: String, layout: String) throws -> (compressed: Int, uncompressed: Int, blob: String, firstOffset: Int) {
+    static func chunkBytes(_ path: String, layout: String) throws -> (compressed: Int, uncompressed: Int, blob: String, offsets: [Int]) {
         let out = try sh("\(ferry) inspect oci:\(layout):t --chunks \(path) --json").output
         let rows = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
         var seen = Set<String>()
@@ -103,10 +103,10 @@ import Testing
             compressed += row["compressedSize"] as? Int ?? 0
             uncompressed += row["alignedSize"] as? Int ?? 0
         }
-        guard let first = rows.first, let blob = first["blob"] as? String, let offset = first["compressedOffset"] as? Int else {
+        guard let first = rows.first, let blob = first["blob"] as? String else {
             throw Failed(description: "no chunks for \(path): \(out)")
         }
-        return (compressed, uncompressed, blob, offset)
+        return (compressed, uncompressed, blob, rows.compactMap { $0["compressedOffset"] as? Int })
     }
 
     static func mountpoint(_ name: String) throws -> String {
@@ -159,21 +159,6 @@ import Testing
         // --- Phase 1: one ferryd with the chunk store. ---
         var daemon = try Daemon.start("one")
 
-        // A chunk corrupted in the registry: that file fails with EIO, others read fine.
-        let corrupt = try Self.chunkBytes("etc/shared", layout: "\(fixture)/conv-c")
-        let blobData = "\(Self.work)/registry/docker/registry/v2/blobs/sha256/\(corrupt.blob.prefix(2))/\(corrupt.blob)/data"
-        try Self.sh("printf '\\377' | dd of=\(blobData) bs=1 seek=\(corrupt.firstOffset + 3) conv=notrunc status=none")
-        let mntC = try Self.mountpoint("mnt-c")
-        try daemon.ferry("mount \(Self.reference("c")) \(mntC)")
-        let bad = Self.read(mntC + "/etc/shared")
-        #expect(bad.bytes == nil && bad.errno == EIO, "a corrupt chunk gives EIO (got errno \(bad.errno), \(bad.bytes?.count ?? -1) bytes)")
-        let good = Self.read(mntC + "/usr/lib/odd-size")
-        #expect(good.bytes != nil && good.bytes == Self.read(refA + "/usr/lib/odd-size").bytes, "other files of the image read fine")
-        #expect(daemon.logText.contains(corrupt.blob.prefix(12)) || daemon.logText.contains(corrupt.blob), "the log names the blob")
-        #expect(daemon.logText.contains("chunk"), "the log names the chunk")
-        Self.note("corrupt-chunk: errno \(bad.errno) on etc/shared; odd-size read \(good.bytes?.count ?? -1) bytes")
-        try daemon.ferry("umount \(mntC)")
-
         // Laziness: a fresh mount fetches nothing; one small file fetches exactly its chunks.
         let mntA = try Self.mountpoint("mnt-a")
         let mountOutput = try daemon.ferry("mount \(Self.reference("a")) \(mntA)")
@@ -210,6 +195,23 @@ import Testing
         let storeHits = summary?["storeHits"] as? Int ?? 0
         #expect(registryBytes == 0 && storeHits > 0, "remount served from the store (registry \(registryBytes) bytes, store hits \(storeHits))")
         Self.note("remount: registry bytes \(registryBytes), store hits \(storeHits) (after a SIGKILL restart of ferryd)")
+        // A chunk corrupted in the registry: that file fails with EIO, others read fine.
+        // Chunk 1 of usr/lib/odd-size at 32 KiB chunks: bytes no 64 KiB chunk of image a holds,
+        // so it is not in the store and must come from the registry.
+        let corrupt = try Self.chunkBytes("usr/lib/odd-size", layout: "\(fixture)/conv-c")
+        let blobData = "\(Self.work)/registry/docker/registry/v2/blobs/sha256/\(corrupt.blob.prefix(2))/\(corrupt.blob)/data"
+        try Self.sh("printf '\\377' | dd of=\(blobData) bs=1 seek=\(corrupt.offsets[1] + 3) conv=notrunc status=none")
+        let mntC = try Self.mountpoint("mnt-c")
+        try daemon.ferry("mount \(Self.reference("c")) \(mntC)")
+        let bad = Self.read(mntC + "/usr/lib/odd-size")
+        #expect(bad.bytes == nil && bad.errno == EIO, "a corrupt chunk gives EIO (got errno \(bad.errno), \(bad.bytes?.count ?? -1) bytes)")
+        let good = Self.read(mntC + "/usr/lib/big.bin")
+        #expect(good.bytes != nil && good.bytes == Self.read(refA + "/usr/lib/big.bin").bytes, "other files of the image read fine")
+        #expect(daemon.logText.contains(corrupt.blob.prefix(12)) || daemon.logText.contains(corrupt.blob), "the log names the blob")
+        #expect(daemon.logText.contains("chunk"), "the log names the chunk")
+        Self.note("corrupt-chunk: errno \(bad.errno) on usr/lib/odd-size; big.bin read \(good.bytes?.count ?? -1) bytes")
+        try daemon.ferry("umount \(mntC)")
+
         try daemon.ferry("umount \(mntA2)")
         try daemon.kill()
         try Self.sh("pkill -9 -f 'hold-group --socket \(daemon.state)/' ; sleep 1", check: false)

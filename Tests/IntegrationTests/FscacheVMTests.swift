@@ -34,6 +34,8 @@ import Testing
         ])
         let console = (try? String(contentsOfFile: out + "/console.log", encoding: .utf8)) ?? ""
         let figures = (try? String(contentsOfFile: out + "/fscache-figures.txt", encoding: .utf8)) ?? ""
+        // Kept after the workspace is gone, for whoever reads a failure.
+        try? console.write(toFile: NSTemporaryDirectory() + "ferry-fscache-vm-console.log", atomically: true, encoding: .utf8)
         print("fscache-vm figures:\n\(figures)")
         #expect(result.status == 0, "guest run failed (status \(result.status)):\n\((result.stdout + result.stderr).suffix(2000))\n--- console ---\n\(console.suffix(12000))")
         // The guest suite must really have run (not skipped): it leaves its figures.
