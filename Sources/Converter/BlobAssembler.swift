@@ -40,9 +40,13 @@ final class BlobAssembler {
     private(set) var bytesSeen: UInt64 = 0
     private(set) var bytesDeduplicated: UInt64 = 0
 
+    /// Whether all-zero chunks become holes (see `ConversionOptions.zeroChunksAsHoles`).
+    private let zeroChunksAsHoles: Bool
+
     /// - Parameter scratchDirectory: where blob files are written before they get their digest names.
-    init(scratchDirectory: String) {
+    init(scratchDirectory: String, zeroChunksAsHoles: Bool) {
         self.scratchDirectory = scratchDirectory
+        self.zeroChunksAsHoles = zeroChunksAsHoles
     }
 
     /// Makes the chunks of another image's blobs available for deduplication (`--chunk-dict`).
@@ -66,7 +70,7 @@ final class BlobAssembler {
         bytesSeen += UInt64(chunk.uncompressedSize)
         if chunk.isAllZero {
             zeroChunks += 1
-            return .hole
+            if zeroChunksAsHoles { return .hole }
         }
         if let found = index[chunk.digest] {
             chunksDeduplicated += 1

@@ -15,6 +15,12 @@ public struct ConversionOptions: Sendable {
     public var chunkDictionaries: [ChunkDictionary] = []
     /// Paths to record as the image's prefetch list.
     public var prefetch: [String] = []
+    /// Write all-zero chunks as EROFS holes (unmapped, not stored) instead of storing one
+    /// deduplicated zero chunk. Off by default: Linux's EROFS over fscache (6.1 … 6.12 at least,
+    /// `erofs_fscache_data_read`) zero-fills the *rest of the read request* when it meets an
+    /// unmapped chunk, so data after a hole in the same readahead window reads as zeros. Holes
+    /// are safe for loop mounts, `ferry export` and the fanotify backend.
+    public var zeroChunksAsHoles = false
     /// How many chunks may be hashed/compressed at once (bounds memory).
     public var pipelineWindow: Int = 32
 

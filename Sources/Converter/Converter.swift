@@ -79,7 +79,7 @@ public enum Converter {
         var summary = ConversionSummary()
         summary.layers = image.manifest.layers.count
 
-        let assembler = BlobAssembler(scratchDirectory: workDirectory)
+        let assembler = BlobAssembler(scratchDirectory: workDirectory, zeroChunksAsHoles: options.zeroChunksAsHoles)
         var dictionaryDescriptors: [[UInt8]: Descriptor] = [:]
         for dictionary in options.chunkDictionaries {
             for (i, blob) in dictionary.metadata.blobs.enumerated() where i < dictionary.blobPaths.count {

@@ -22,6 +22,8 @@ struct Convert: ParsableCommand {
     @Option(help: "A converted image (oci:DIR[:TAG]) whose chunks may be reused.") var chunkDict: [String] = []
     @Option(help: "Platform to pick from a multi-platform image, os/arch[/variant].") var platform: String?
     @Option(help: "A path to record in the image's prefetch list (repeatable).") var prefetch: [String] = []
+    @Flag(help: "Write all-zero chunks as EROFS holes (not for the fscache backend: Linux zero-fills past a hole within one read).")
+    var holes = false
     @Flag(help: "Print a JSON summary instead of a line of text.") var json = false
     @OptionGroup var registry: RegistryFlags
 
@@ -29,6 +31,7 @@ struct Convert: ParsableCommand {
         try reportingErrors {
             var options = ConversionOptions()
             options.chunkSize = try parseSize(chunkSize)
+            options.zeroChunksAsHoles = holes
             guard let compression = ChunkCompression(name: compressor) else {
                 throw ValidationError("unknown compressor \"\(compressor)\" (use lz4, zstd or none)")
             }
