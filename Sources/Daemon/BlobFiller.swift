@@ -13,7 +13,17 @@ public protocol ChunkSink: Sendable {
 public struct FillLimits: Sendable {
     /// Adjacent missing chunks are fetched with one ranged request up to this many compressed bytes.
     public var batchBytes: UInt64 = 4 << 20
-    public init(batchBytes: UInt64 = 4 << 20) { self.batchBytes = batchBytes }
+    /// Sequential readahead: once a reader has read `readaheadTrigger` bytes of a blob in order,
+    /// the chunks after each request are fetched in the background, in a window that grows with
+    /// the run up to `readaheadBytes` (0 turns readahead off). Short reads (one small file)
+    /// never trigger it, so they fetch only their own chunks.
+    public var readaheadBytes: UInt64 = 32 << 20
+    public var readaheadTrigger: UInt64 = 4 << 20
+    public init(batchBytes: UInt64 = 4 << 20, readaheadBytes: UInt64 = 32 << 20, readaheadTrigger: UInt64 = 4 << 20) {
+        self.batchBytes = batchBytes
+        self.readaheadBytes = readaheadBytes
+        self.readaheadTrigger = readaheadTrigger
+    }
 }
 
 /// Makes ranges of one blob's uncompressed address space present in its sink, fetching only
@@ -32,6 +42,9 @@ public final class BlobFiller: Sendable {
     private struct State {
         var present: [Bool]
         var inFlight: [Int: Task<Void, any Error>] = [:]
+        /// The reader's sequential run: where the last request ended and how long the run is.
+        var streamEnd: UInt64 = 0
+        var streamLength: UInt64 = 0
     }
     private let state: Mutex<State>
 
@@ -74,7 +87,9 @@ public final class BlobFiller: Sendable {
         // Claim what nobody is fetching; remember what others are fetching.
         var waits: [Task<Void, any Error>] = []
         var alreadyPresent = 0
-        let claimed: [Int] = state.withLock { s in
+        var readahead: Range<UInt64>?
+        state.withLock { s in
+            readahead = nextReadahead(after: range, &s)
             var mine: [Int] = []
             for i in indexes {
                 if s.present[i] {
@@ -85,19 +100,49 @@ public final class BlobFiller: Sendable {
                     mine.append(i)
                 }
             }
-            return mine
-        }
-        for run in runs(of: claimed) {
-            let task = Task { try await self.fetch(run: run) }
-            state.withLock { s in for i in run { s.inFlight[i] = task } }
-            waits.append(task)
+            waits += startFetches(of: mine, &s)
         }
         stats.cacheHits.add(alreadyPresent)
+        if let readahead { startReadahead(readahead) }
         var firstError: (any Error)?
         for task in waits {
             do { try await task.value } catch { if firstError == nil { firstError = error } }
         }
         if let firstError { throw firstError }
+    }
+
+    /// Tracks the reader's sequential run; returns the range to read ahead, if any.
+    private func nextReadahead(after range: Range<UInt64>, _ s: inout State) -> Range<UInt64>? {
+        guard limits.readaheadBytes > 0 else { return nil }
+        let slack = UInt64(blob.chunks.first?.alignedSize ?? 0)
+        let sequential = range.lowerBound + slack >= s.streamEnd && range.lowerBound <= s.streamEnd + slack
+        s.streamLength = sequential ? s.streamLength + UInt64(range.count) : UInt64(range.count)
+        s.streamEnd = max(range.upperBound, sequential ? s.streamEnd : 0)
+        guard s.streamLength >= limits.readaheadTrigger, range.upperBound < blob.uncompressedSize else { return nil }
+        let window = min(limits.readaheadBytes, s.streamLength)
+        return range.upperBound ..< min(blob.uncompressedSize, range.upperBound + window)
+    }
+
+    /// Fetches the chunks of `range` nobody has or is fetching, in the background; failures are
+    /// left for a real request to meet (and report).
+    private func startReadahead(_ range: Range<UInt64>) {
+        let indexes = blob.chunkIndexes(overlapping: range)
+        let started = state.withLock { s in
+            let claimed = indexes.filter { !s.present[$0] && s.inFlight[$0] == nil }
+            _ = startFetches(of: claimed, &s)
+            return claimed.count
+        }
+        stats.readaheadChunks.add(started)
+    }
+
+    /// Starts one fetch task per run of `claimed` and records it as in flight. Called with the
+    /// state locked, so a task cannot clear its entries before they are set.
+    private func startFetches(of claimed: [Int], _ s: inout State) -> [Task<Void, any Error>] {
+        runs(of: claimed).map { run in
+            let task = Task { try await self.fetch(run: run) }
+            for i in run { s.inFlight[i] = task }
+            return task
+        }
     }
 
     /// Splits sorted chunk indexes into runs of adjacent chunks of at most `batchBytes`.

@@ -13,6 +13,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var fetchConcurrency: Int = 8
     /// Adjacent missing chunks are fetched in one ranged request up to this many bytes.
     public var batchBytes: UInt64 = 4 << 20
+    /// Sequential readahead window per blob (0: off); see `FillLimits`.
+    public var readaheadBytes: UInt64 = 32 << 20
     /// Keep verified chunks in the persistent chunk store (shared across images and restarts).
     public var chunkStore: Bool = true
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -24,9 +26,12 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// The fill limits these settings make.
+    public var fillLimits: FillLimits { FillLimits(batchBytes: batchBytes, readaheadBytes: readaheadBytes) }
+
     enum CodingKeys: String, CodingKey {
         case stateDirectory = "state_dir", socketPath = "socket", backend, fetchConcurrency = "fetch_concurrency"
-        case batchBytes = "batch_bytes", chunkStore = "chunk_store", logLevel = "log_level", plainHTTP = "plain_http", mirrors
+        case batchBytes = "batch_bytes", readaheadBytes = "readahead_bytes", chunkStore = "chunk_store", logLevel = "log_level", plainHTTP = "plain_http", mirrors
     }
 
     public init(from decoder: any Decoder) throws {
@@ -37,6 +42,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.backend = try c.decodeIfPresent(String.self, forKey: .backend) ?? d.backend
         d.fetchConcurrency = try c.decodeIfPresent(Int.self, forKey: .fetchConcurrency) ?? d.fetchConcurrency
         d.batchBytes = try c.decodeIfPresent(UInt64.self, forKey: .batchBytes) ?? d.batchBytes
+        d.readaheadBytes = try c.decodeIfPresent(UInt64.self, forKey: .readaheadBytes) ?? d.readaheadBytes
         d.chunkStore = try c.decodeIfPresent(Bool.self, forKey: .chunkStore) ?? d.chunkStore
         d.logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         d.plainHTTP = try c.decodeIfPresent([String].self, forKey: .plainHTTP) ?? d.plainHTTP
@@ -50,7 +56,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             throw DaemonError.configuration("cannot read \(path)")
         }
         if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "chunk_store", "log_level", "plain_http", "mirrors"])
+            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "readahead_bytes", "chunk_store", "log_level", "plain_http", "mirrors"])
             if let unknown = object.keys.first(where: { !known.contains($0) }) {
                 throw DaemonError.configuration("\(path): unknown key \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
             }

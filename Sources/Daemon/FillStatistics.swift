@@ -20,6 +20,8 @@ public final class FillStatistics: Sendable {
     public let chunksFailed = Counter()
     /// Bytes the kernel asked for (set by the backend).
     public let bytesRequested = Counter()
+    /// Chunks fetched by sequential readahead before any request asked for them.
+    public let readaheadChunks = Counter()
     private let perSource = Mutex<[String: UInt64]>([:])
     private let badSources = Mutex<[String: Int]>([:])
     private let storeErrors = Mutex<(count: Int, last: String?)>((0, nil))

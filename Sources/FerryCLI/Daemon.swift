@@ -91,9 +91,9 @@ enum DaemonAssembly {
         let backend: any KernelBackend
         switch try BackendChoice.resolve(configuration.backend, stateDirectory: state) {
         case .fanotify:
-            backend = try makeFanotifyBackend(state: state, store: store, gate: gate, logger: logger)
+            backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, logger: logger)
         case .fscache:
-            backend = try makeFscacheBackend(state: state, store: store, gate: gate, logger: logger)
+            backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, logger: logger)
         }
         let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors),
                                     logger: logger)
@@ -103,7 +103,7 @@ enum DaemonAssembly {
 }
 
 extension DaemonAssembly {
-    static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws -> any KernelBackend {
+    static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/fanotify-group.sock"
         let group: FanotifyGroup
         if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
@@ -120,12 +120,12 @@ extension DaemonAssembly {
             try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
             try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
         }
-        return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
+        return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits, logger: logger)
     }
 
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous
     /// ferryd left with the holder process (then `restore` re-sends what it had not answered).
-    static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws -> any KernelBackend {
+    static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/cachefiles-device.sock"
         let device: CachefilesDevice
         if let inherited = FanotifyGroupHolder.fetchDescriptor(socketPath: holderSocket) {
@@ -143,7 +143,7 @@ extension DaemonAssembly {
             }
             try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket)
         }
-        return try FscacheBackend(device: device, store: store, gate: gate, logger: logger)
+        return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, logger: logger)
     }
 }
 

@@ -17,6 +17,7 @@ public final class FanotifyBackend: KernelBackend {
     private let cacheDirectory: String
     private let store: ChunkStore?
     private let gate: FetchGate
+    private let limits: FillLimits
     private let logger: Logger
     private let ownPID = ProcessInfoRaw.pid
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
@@ -41,11 +42,12 @@ public final class FanotifyBackend: KernelBackend {
 
     /// - Parameter group: a pre-content group; pass one inherited from a previous ferryd to take
     ///   over its marks (pending events are then re-read and served).
-    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws {
+    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(), logger: Logger) throws {
         self.group = group
         self.cacheDirectory = cacheDirectory
         self.store = store
         self.gate = gate
+        self.limits = limits
         self.logger = logger
         do {
             try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
@@ -85,7 +87,7 @@ public final class FanotifyBackend: KernelBackend {
             }
             let present = try verifiedChunks(of: blob, in: fd)
             let sink = CacheFileSink(descriptor: fd)
-            let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, gate: gate,
+            let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, limits: limits, gate: gate,
                                     stats: image.stats, present: present)
             // Warm start: chunks the store has go into the file before it is marked, so reads raise no events.
             if let store {

@@ -22,6 +22,7 @@ public final class FscacheBackend: KernelBackend {
     private let ring: RingService
     private let store: ChunkStore?
     private let gate: FetchGate
+    private let limits: FillLimits
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
@@ -40,11 +41,12 @@ public final class FscacheBackend: KernelBackend {
     /// - Parameters:
     ///   - device: `/dev/cachefiles`, already bound (`bindOnDemand`) or taken over from a
     ///     previous ferryd (then `restore` is written when serving starts).
-    public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, logger: Logger) throws {
+    public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(), logger: Logger) throws {
         self.device = device
         self.ring = try RingService(entries: 64)
         self.store = store
         self.gate = gate
+        self.limits = limits
         self.logger = logger
     }
 
@@ -165,7 +167,7 @@ public final class FscacheBackend: KernelBackend {
                 object = FscacheObject(key: key, descriptor: anonymous, size: try file.size(), source: .file(file, stats))
             case let .blob(blob, image):
                 let sink = FscacheSink(descriptor: anonymous, ring: ring)
-                let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, gate: gate, stats: image.stats)
+                let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, limits: limits, gate: gate, stats: image.stats)
                 object = FscacheObject(key: key, descriptor: anonymous, size: blob.uncompressedSize, source: .filler(filler))
             }
             objects.withLock { $0[message.objectID] = object }

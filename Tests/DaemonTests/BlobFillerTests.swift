@@ -139,3 +139,64 @@ struct TestBlob {
         #expect(sink.space.withLock { $0 } == blob.space)
     }
 }
+
+@Suite struct ReadaheadTests {
+    static let limits = FillLimits(batchBytes: 4 << 20, readaheadBytes: 512 << 10, readaheadTrigger: 256 << 10)
+
+    /// Waits (at most 5 s) until `condition` holds; the readahead runs in the background.
+    static func eventually(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<500 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+
+    @Test func aLongSequentialReadFetchesAheadAndEveryChunkOnce() async throws {
+        let blob = try TestBlob.make(chunks: 64)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
+                                gate: FetchGate(limit: 4), stats: stats)
+        // Eight 64 KiB requests in order: past the 256 KiB trigger, the next chunks are fetched unasked.
+        for c in 0..<8 { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c + 1) * 65536) }
+        #expect(try await Self.eventually { filler.isPresent(12) }, "chunks after the run arrive without being asked for")
+        #expect(stats.readaheadChunks.current > 0)
+        // The rest of the blob, still in order: every chunk is fetched exactly once, bytes verified.
+        var offset: UInt64 = 8 * 65536
+        while offset < blob.info.uncompressedSize {
+            let end = min(offset + 65536, blob.info.uncompressedSize)
+            try await filler.fill(offset ..< end)
+            offset = end
+        }
+        #expect(sink.space.withLock { $0 } == blob.space)
+        #expect(sink.writes.withLock { w in w.count == 64 && w.values.allSatisfy { $0 == 1 } })
+    }
+
+    @Test func aShortReadFetchesOnlyItsChunks() async throws {
+        let blob = try TestBlob.make(chunks: 16)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
+                                gate: FetchGate(limit: 4), stats: stats)
+        for c in 0..<3 { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c + 1) * 65536) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(filler.presentCount == 3)
+        #expect(stats.readaheadChunks.current == 0)
+    }
+
+    @Test func scatteredReadsDoNotTriggerReadahead() async throws {
+        let blob = try TestBlob.make(chunks: 64)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
+                                gate: FetchGate(limit: 4), stats: stats)
+        for c in [40, 3, 22, 9, 57, 30, 14, 48, 1, 35] { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c) * 65536 + 100) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(filler.presentCount == 10)
+        #expect(stats.readaheadChunks.current == 0)
+    }
+}
