@@ -8,19 +8,18 @@ public struct EncodedChunk: Sendable {
     public var stored: [UInt8]
     public var compression: ChunkCompression
     public var uncompressedSize: UInt32
-    /// Whether every uncompressed byte is zero (such chunks become EROFS holes and are not stored).
+    /// Whether every uncompressed byte is zero (such chunks become EROFS holes with `--holes`).
     public var isAllZero: Bool
 }
 
 /// Turns chunk bytes into `EncodedChunk`s and back, verifying digests on the way back.
 public enum ChunkCodec {
-    /// Hashes and compresses one chunk. Zero chunks are hashed but not compressed.
+    /// Hashes and compresses one chunk. All-zero chunks are flagged (they may become EROFS
+    /// holes) and still encoded, for images that store them.
     public static func encode(_ bytes: [UInt8], compression: ChunkCompression, zstdLevel: Int32 = 3) throws -> EncodedChunk {
         let digest = SHA256.hash(bytes)
         let size = UInt32(bytes.count)
-        if isAllZero(bytes) {
-            return EncodedChunk(digest: digest, stored: [], compression: .none, uncompressedSize: size, isAllZero: true)
-        }
+        let zero = isAllZero(bytes)
         let packed: [UInt8]
         switch compression {
         case .none: packed = bytes
@@ -28,9 +27,9 @@ public enum ChunkCodec {
         case .zstd: packed = try Zstd.compress(bytes, level: zstdLevel)
         }
         if compression != .none && packed.count < bytes.count {
-            return EncodedChunk(digest: digest, stored: packed, compression: compression, uncompressedSize: size, isAllZero: false)
+            return EncodedChunk(digest: digest, stored: packed, compression: compression, uncompressedSize: size, isAllZero: zero)
         }
-        return EncodedChunk(digest: digest, stored: bytes, compression: .none, uncompressedSize: size, isAllZero: false)
+        return EncodedChunk(digest: digest, stored: bytes, compression: .none, uncompressedSize: size, isAllZero: zero)
     }
 
     /// Decompresses a chunk's stored bytes and checks them against its digest.
