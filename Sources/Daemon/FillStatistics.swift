@@ -22,6 +22,8 @@ public final class FillStatistics: Sendable {
     public let bytesRequested = Counter()
     /// Chunks fetched by sequential readahead before any request asked for them.
     public let readaheadChunks = Counter()
+    /// Chunks fetched into the store by prefetch after a mount.
+    public let prefetchedChunks = Counter()
     private let perSource = Mutex<[String: UInt64]>([:])
     private let badSources = Mutex<[String: Int]>([:])
     private let storeErrors = Mutex<(count: Int, last: String?)>((0, nil))

@@ -91,7 +91,16 @@ extension ImageReader {
     /// its path ("/" for the root, "/a/b" below it). A hard-linked inode is visited once per
     /// name. Throws `corrupt` if a directory is reachable twice (a cycle).
     public func walk(_ visit: (_ path: [UInt8], _ inode: Inode) throws -> Void) throws {
-        var stack: [([UInt8], UInt64)] = [([0x2F], rootNid)]
+        try walk(fromNid: rootNid, path: [0x2F], visit)
+    }
+
+    /// Like `walk(_:)`, from the directory (or file) `start` whose path is `path`.
+    public func walk(from start: Inode, path: [UInt8], _ visit: (_ path: [UInt8], _ inode: Inode) throws -> Void) throws {
+        try walk(fromNid: start.nid, path: path, visit)
+    }
+
+    private func walk(fromNid: UInt64, path startPath: [UInt8], _ visit: (_ path: [UInt8], _ inode: Inode) throws -> Void) throws {
+        var stack: [([UInt8], UInt64)] = [(startPath, fromNid)]
         var seenDirectories = Set<UInt64>()
         while let (path, nid) = stack.popLast() {
             let inode = try inode(nid: nid)
