@@ -96,10 +96,18 @@ final class CountingFront {
 
     func reset() throws { try Shell.check(["curl", "-sf", "http://127.0.0.1:\(statsPort)/reset"]) }
 
-    deinit {
-        process.terminate()
-        process.waitUntilExit()
-    }
+    deinit { stopProcess(process) }
+}
+
+/// Stops a helper process: SIGTERM, then SIGKILL if it is still running after `grace` seconds
+/// (children of the test runner may inherit a signal mask that holds SIGTERM back).
+func stopProcess(_ process: Process, grace: Double = 3) {
+    guard process.isRunning else { return }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(grace)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
 }
 
 /// One node of a test cluster: its own ferryd (fanotify backend, own state directory, socket and

@@ -63,7 +63,7 @@ import Testing
         corrupting.standardOutput = FileHandle.nullDevice
         corrupting.standardError = FileHandle.nullDevice
         try corrupting.run()
-        defer { corrupting.terminate(); corrupting.waitUntilExit() }
+        defer { stopProcess(corrupting, grace: 0) }
 
         let nodes = try good.enumerated().map { i, address in
             try P2PNode(ws, name: "node\(i)", address: address, peers: good + [liar], image: image)
@@ -201,10 +201,7 @@ final class Squid {
             .split(separator: "\n").filter { !$0.contains("http://127.0.0.1:1/") }.joined(separator: "\n")
     }
 
-    func stop() {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-    }
+    func stop() { stopProcess(process, grace: 5) }
 
     deinit { stop() }
 }
