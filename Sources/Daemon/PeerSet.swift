@@ -24,9 +24,11 @@ public final class PeerSet: Sendable {
     }
 
     struct Health {
+        /// Consecutive failures to answer; reset by a good answer.
         var failures = 0
+        /// Times the peer served bad bytes; never reset, so a repeat liar stays out longer.
+        var strikes = 0
         var avoidUntil: ContinuousClock.Instant?
-        var quarantined = false
     }
     private struct State {
         var members: [String] = []
@@ -72,27 +74,32 @@ public final class PeerSet: Sendable {
 
     /// Records a failure of `peer` and starts (or extends) its backoff.
     public func markFailed(_ peer: String, _ trouble: Trouble) {
+        let now = ContinuousClock.now
         state.withLock { s in
             var h = s.health[peer] ?? Health()
-            h.failures += 1
-            let step = 1 << min(h.failures - 1, 10)
+            let until: ContinuousClock.Instant
             switch trouble {
-            case .unreachable where !h.quarantined:
-                h.avoidUntil = ContinuousClock.now + min(.seconds(30), .seconds(1) * step)
             case .unreachable:
-                h.avoidUntil = ContinuousClock.now + min(.seconds(900), .seconds(60) * step)
+                h.failures += 1
+                until = now + min(.seconds(30), .seconds(1) * (1 << min(h.failures - 1, 10)))
             case .badBytes:
-                h.quarantined = true
-                h.avoidUntil = ContinuousClock.now + min(.seconds(900), .seconds(60) * step)
+                h.strikes += 1
+                until = now + min(.seconds(900), .seconds(60) * (1 << min(h.strikes - 1, 10)))
             }
+            h.avoidUntil = max(h.avoidUntil ?? until, until)
             s.health[peer] = h
         }
     }
 
-    /// The peer answered well (a chunk, a miss or a health check): it is live again.
+    /// The peer answered well (a chunk, a miss or a health check): it is live again, unless it
+    /// is still serving a quarantine or backoff that has not run out.
     public func markHealthy(_ peer: String) {
+        let now = ContinuousClock.now
         state.withLock { s in
-            if s.health[peer] != nil { s.health[peer] = Health() }
+            guard var h = s.health[peer] else { return }
+            h.failures = 0
+            if let until = h.avoidUntil, until <= now { h.avoidUntil = nil }
+            s.health[peer] = h
         }
     }
 

@@ -79,9 +79,15 @@ final class FakePeers: PeerTransport {
         #expect(set.live == ["a:1", "b:1", "c:1"])
         set.markFailed("b:1", .unreachable)
         set.markFailed("a:1", .unreachable)
-        #expect(set.live == ["a:1", "c:1"], "this node itself always stays")
+        set.markFailed("c:1", .badBytes)
+        #expect(set.live == ["a:1"], "this node itself always stays")
+        set.markHealthy("c:1")
+        #expect(set.live == ["a:1"], "a good answer does not end a quarantine early")
+        #expect(set.dueForCheck().isEmpty)
+        Thread.sleep(forTimeInterval: 1.05)
+        #expect(set.dueForCheck() == ["b:1"], "after its backoff, b is health-checked")
         set.markHealthy("b:1")
-        #expect(set.live == ["a:1", "b:1", "c:1"])
+        #expect(set.live == ["a:1", "b:1"])
     }
 
     @Test func thePeersFileIsReReadWhenItChanges() throws {
@@ -118,8 +124,10 @@ final class FakePeers: PeerTransport {
         let transport = FakePeers(behaviours: ["good:1": .honest, "liar:1": .corrupt, "dead:1": .down], chunks: records)
         let dir = NSTemporaryDirectory() + "ferry-peer-store-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        var quiet = Logger(label: "test")
+        quiet.logLevel = .critical
         let network = PeerNetwork(peers: PeerSet(selfAddress: "me:1", peers: ["good:1", "liar:1", "dead:1"], file: nil),
-                                  transport: transport, store: try ChunkStore(directory: dir), logger: Logger(label: "test"))
+                                  transport: transport, store: try ChunkStore(directory: dir), logger: quiet)
         let registry = MemorySource(name: "registry", blobBytes: blob.bytes)
         let source = network.source(fallback: registry)
         let all = 0 ..< blob.info.compressedSize
