@@ -10,15 +10,6 @@ public final class PeerHTTPClient: Sendable {
         public var body: [UInt8]
     }
 
-    /// Why a peer could not be asked.
-    public struct Failure: Error, Sendable, CustomStringConvertible {
-        public var url: String
-        public var reason: String
-        /// True when the request timed out (as opposed to a refused or broken connection).
-        public var timedOut: Bool
-        public var description: String { "peer \(url): \(reason)" }
-    }
-
     private let pool = HandlePool(limit: 64)
     private let connectTimeout: Duration
     private let maximumBody: Int
@@ -34,7 +25,8 @@ public final class PeerHTTPClient: Sendable {
     }
 
     /// GETs `url` once; the whole request must finish within `timeout`. Any status comes back
-    /// as a `Response`; transport failures throw `Failure`. Task cancellation aborts the transfer.
+    /// as a `Response`; transport failures (refused, reset, timed out, an answer over the size
+    /// limit) throw `RegistryError.unreachable` naming the peer. Task cancellation aborts the transfer.
     public func get(_ url: String, timeout: Duration) async throws -> Response {
         let limit = maximumBody
         let spec = makeSpec(url, timeout: timeout)
@@ -45,15 +37,20 @@ public final class PeerHTTPClient: Sendable {
                 response = try self.pool.withHandle { handle in
                     try handle.perform(spec, isCancelled: { cancel.isCancelled }) { _, _, piece in
                         body += piece
-                        if body.count > limit { throw Failure(url: url, reason: "answer larger than \(limit) bytes", timedOut: false) }
+                        if body.count > limit { throw Self.failure(url, "answer larger than \(limit) bytes") }
                         return true
                     }
                 }
             } catch let failure as CurlFailure {
-                throw Failure(url: url, reason: failure.message, timedOut: failure.code == 28)  // 28: CURLE_OPERATION_TIMEDOUT
+                throw Self.failure(url, failure.message)
             }
             return Response(status: response.status, body: (200..<300).contains(response.status) ? body : response.errorBody)
         }
+    }
+
+    private static func failure(_ url: String, _ reason: String) -> RegistryError {
+        let target = RegistryTarget(registry: RegistryOptions.authority(of: url), repository: "", object: "peer chunk request")
+        return RegistryError.unreachable(target, url: url, attempts: 1, reason: reason)
     }
 
     private func makeSpec(_ url: String, timeout: Duration) -> CurlRequestSpec {

@@ -155,3 +155,67 @@ final class FakePeers: PeerTransport {
         #expect(throws: FillError.self) { try PeerChunkSource.chunks(of: blob.info, exactly: c[1].compressedOffset + 1 ..< c[2].compressedRange.upperBound) }
     }
 }
+
+@Suite struct PeerServerTests {
+    static func network(_ dir: String, peers: [String] = []) throws -> PeerNetwork {
+        var quiet = Logger(label: "test")
+        quiet.logLevel = .critical
+        return PeerNetwork(peers: PeerSet(selfAddress: "me:1", peers: peers, file: nil), transport: FakePeers(behaviours: [:], chunks: [:]),
+                           store: try ChunkStore(directory: dir), logger: quiet)
+    }
+
+    static func get(_ path: String, _ query: [String: String] = [:]) -> ControlRequest {
+        ControlRequest(method: "GET", path: path, query: query, body: [])
+    }
+
+    /// Ten peers asking at once for a chunk this node lacks cost one registry read; all get the
+    /// same verified record, and later asks are served from the store.
+    @Test func concurrentAsksForOneChunkAreOneRegistryFetch() async throws {
+        let dir = NSTemporaryDirectory() + "ferry-peer-server-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let network = try Self.network(dir)
+        let blob = try TestBlob.make(chunks: 4)
+        let registry = MemorySource(name: "registry", blobBytes: blob.bytes, delay: .milliseconds(200))
+        network.register(BootstrapMetadata(chunkSizeLog2: 16, compression: .lz4, blobs: [blob.info]), source: registry)
+        let limiter = PeerServeLimiter(concurrency: 64, bytesPerSecond: 0)
+        let chunk = blob.info.chunks[2]
+        let path = "/chunks/\(hexString(chunk.digest))"
+        let expected = Array(blob.bytes[Int(chunk.compressedOffset) ..< Int(chunk.compressedRange.upperBound)])
+
+        let answers = await withTaskGroup(of: ControlResponse.self) { group in
+            for _ in 0..<10 { group.addTask { await network.serve(Self.get(path, ["fetch": "1"]), limiter: limiter) } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(registry.requests.current == 1)
+        for answer in answers {
+            #expect(answer.status == 200)
+            #expect(PeerChunkRecord(decoding: answer.body)?.stored == expected)
+        }
+        let later = await network.serve(Self.get(path), limiter: limiter)
+        #expect(later.status == 200 && PeerChunkRecord(decoding: later.body)?.stored == expected)
+        #expect(registry.requests.current == 1, "served from the store")
+        #expect(network.metrics.server.chunks == 11)
+    }
+
+    @Test func unknownChunksBadPathsAndNonGETsAreRefused() async throws {
+        let dir = NSTemporaryDirectory() + "ferry-peer-server-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let network = try Self.network(dir)
+        let limiter = PeerServeLimiter(concurrency: 64, bytesPerSecond: 0)
+        let unknown = "/chunks/" + String(repeating: "ab", count: 32)
+        #expect(await network.serve(Self.get(unknown, ["fetch": "1"]), limiter: limiter).status == 404)
+        #expect(await network.serve(Self.get("/chunks/../../etc/passwd"), limiter: limiter).status == 404)
+        #expect(await network.serve(Self.get("/images"), limiter: limiter).status == 404)
+        #expect(await network.serve(ControlRequest(method: "DELETE", path: unknown, query: [:], body: []), limiter: limiter).status == 404)
+        #expect(await network.serve(Self.get("/health"), limiter: limiter).status == 200)
+        #expect(network.metrics.server.misses == 1)
+    }
+
+    @Test func requestsBeyondTheConcurrencyLimitAreTurnedAway() {
+        let limiter = PeerServeLimiter(concurrency: 2, bytesPerSecond: 0)
+        #expect(limiter.enter() && limiter.enter())
+        #expect(!limiter.enter())
+        limiter.leave()
+        #expect(limiter.enter())
+    }
+}
