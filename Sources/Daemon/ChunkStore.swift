@@ -58,6 +58,17 @@ public final class ChunkStore: Sendable {
         return data
     }
 
+    /// The chunk's record as stored (compression, uncompressed size, stored bytes), unverified;
+    /// nil when absent or not a record. The peer server verifies it before serving it.
+    public func loadStored(_ digest: [UInt8]) -> (compression: ChunkCompression, uncompressedSize: UInt32, stored: [UInt8])? {
+        guard let fd = try? FileDescriptor.open(path(for: digest), .readOnly) else { return nil }
+        defer { try? fd.close() }
+        guard let size = try? fd.size(), size >= 8, let bytes = try? fd.read(at: 0, count: Int(size)), bytes.count == Int(size),
+              bytes[0] == 0x46, bytes[1] == 0x43, let kind = ChunkCompression(rawValue: bytes[2]) else { return nil }
+        let uncompressed = UInt32(bytes[4]) | UInt32(bytes[5]) << 8 | UInt32(bytes[6]) << 16 | UInt32(bytes[7]) << 24
+        return (kind, uncompressed, Array(bytes[8...]))
+    }
+
     /// Stores a chunk's stored bytes (already verified by the caller). Failures (e.g. disk full)
     /// are returned, not thrown: the store is a cache, serving goes on without it.
     @discardableResult

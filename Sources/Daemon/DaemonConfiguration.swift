@@ -23,15 +23,39 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var plainHTTP: [String] = []
     /// Mirrors per registry host, tried in order before the host (`{"docker.io": ["mirror:5000"]}`).
     public var mirrors: [String: [String]] = [:]
+    /// Serve chunks to peers on this TCP address ("10.0.0.2:7900"); nil serves nothing.
+    public var peerListen: String?
+    /// This node's address as its peers know it (default: `peerListen`).
+    public var peerAdvertise: String?
+    /// Peers to share chunks with (`host:port`, their `peer_listen`).
+    public var peers: [String] = []
+    /// A file listing peers, one `host:port` a line, re-read when it changes.
+    public var peersFile: String?
+    /// Milliseconds a chunk request to a peer may take (its home fetch from the registry included).
+    public var peerTimeoutMs: Int = 10_000
+    /// Bytes per second served to all peers together; 0: no limit.
+    public var peerRateLimit: UInt64 = 0
+    /// A forward HTTP proxy (Dragonfly's dfdaemon, "http://127.0.0.1:4001") for blob range reads.
+    public var proxy: String?
+    /// Header lines sent on proxied blob reads (default: Dragonfly's tag and filter headers).
+    public var proxyHeaders: [String]?
+    /// A URL answering 2xx while the proxy is healthy (checked directly after a failure).
+    public var proxyHealthURL: String?
+
+    /// Whether this node shares chunks with peers (it serves, or it has peers to ask).
+    public var peerSharing: Bool { peerListen != nil || !peers.isEmpty || peersFile != nil }
 
     public init() {}
 
     /// The fill limits these settings make.
     public var fillLimits: FillLimits { FillLimits(batchBytes: batchBytes, readaheadBytes: readaheadBytes) }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case stateDirectory = "state_dir", socketPath = "socket", backend, fetchConcurrency = "fetch_concurrency"
         case batchBytes = "batch_bytes", readaheadBytes = "readahead_bytes", chunkStore = "chunk_store", logLevel = "log_level", plainHTTP = "plain_http", mirrors
+        case peerListen = "peer_listen", peerAdvertise = "peer_advertise", peers, peersFile = "peers_file"
+        case peerTimeoutMs = "peer_timeout_ms", peerRateLimit = "peer_rate_limit"
+        case proxy, proxyHeaders = "proxy_headers", proxyHealthURL = "proxy_health_url"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -47,6 +71,15 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         d.plainHTTP = try c.decodeIfPresent([String].self, forKey: .plainHTTP) ?? d.plainHTTP
         d.mirrors = try c.decodeIfPresent([String: [String]].self, forKey: .mirrors) ?? d.mirrors
+        d.peerListen = try c.decodeIfPresent(String.self, forKey: .peerListen)
+        d.peerAdvertise = try c.decodeIfPresent(String.self, forKey: .peerAdvertise)
+        d.peers = try c.decodeIfPresent([String].self, forKey: .peers) ?? d.peers
+        d.peersFile = try c.decodeIfPresent(String.self, forKey: .peersFile)
+        d.peerTimeoutMs = try c.decodeIfPresent(Int.self, forKey: .peerTimeoutMs) ?? d.peerTimeoutMs
+        d.peerRateLimit = try c.decodeIfPresent(UInt64.self, forKey: .peerRateLimit) ?? d.peerRateLimit
+        d.proxy = try c.decodeIfPresent(String.self, forKey: .proxy)
+        d.proxyHeaders = try c.decodeIfPresent([String].self, forKey: .proxyHeaders)
+        d.proxyHealthURL = try c.decodeIfPresent(String.self, forKey: .proxyHealthURL)
         self = d
     }
 
@@ -56,7 +89,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             throw DaemonError.configuration("cannot read \(path)")
         }
         if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "readahead_bytes", "chunk_store", "log_level", "plain_http", "mirrors"])
+            let known = Set(CodingKeys.allCases.map(\.rawValue))
             if let unknown = object.keys.first(where: { !known.contains($0) }) {
                 throw DaemonError.configuration("\(path): unknown key \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
             }

@@ -34,6 +34,8 @@ public final class FerryDaemon: Sendable {
     private let mounter: any Mounter
     private let logger: Logger
     private let started = Date()
+    /// More Prometheus text appended to `GET /metrics` (peer sharing, the blob proxy).
+    private let extraMetrics: [@Sendable () -> String]
 
     private struct State {
         var images: [String: RegisteredImage] = [:]
@@ -44,8 +46,9 @@ public final class FerryDaemon: Sendable {
     private let listener = Mutex<FileDescriptor?>(nil)
 
     public init(configuration: DaemonConfiguration, backend: any KernelBackend, resolver: @escaping ImageResolver,
-                mounter: any Mounter = KernelMounter(), logger: Logger) {
+                mounter: any Mounter = KernelMounter(), logger: Logger, extraMetrics: [@Sendable () -> String] = []) {
         self.configuration = configuration
+        self.extraMetrics = extraMetrics
         self.backend = backend
         self.resolver = resolver
         self.mounter = mounter
@@ -275,6 +278,7 @@ public final class FerryDaemon: Sendable {
         }
         metric("bytes_fetched_total", "Compressed bytes fetched, by source.", "counter", bySource)
         metric("uptime_seconds", "Seconds since ferryd started.", "gauge", [("", String(format: "%.0f", Date().timeIntervalSince(started)))])
+        for more in extraMetrics { out += more() }
         return out
     }
 }

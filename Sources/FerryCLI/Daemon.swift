@@ -95,11 +95,71 @@ enum DaemonAssembly {
         case .fscache:
             backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, logger: logger)
         }
-        let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors),
+        let proxy = configuration.proxy.map { url in
+            BlobProxyOptions(url: url, headers: configuration.proxyHeaders ?? BlobProxyOptions.dragonflyHeaders,
+                             healthURL: configuration.proxyHealthURL)
+        }
+        let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors,
+                                                             blobProxy: proxy),
                                     logger: logger)
-        let resolver: ImageResolver = { reference, state in try ImageResolution.resolve(reference, stateDirectory: state, client: client) }
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger)
+        var extraMetrics: [@Sendable () -> String] = []
+        if proxy != nil { extraMetrics.append { proxyMetricsText(client.blobProxyStatistics) } }
+        let peers = try makePeerNetwork(configuration, store: store, logger: logger)
+        if let peers { extraMetrics.append { peers.metricsText() } }
+        let resolver: ImageResolver = { reference, state in
+            try ImageResolution.resolve(reference, stateDirectory: state, client: client, peers: peers)
+        }
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger, extraMetrics: extraMetrics)
     }
+
+    /// Peer sharing, when configured: the peer set, the libcurl transport, and the server on
+    /// `peer_listen` (started here, so peers can reach this node as soon as it runs).
+    static func makePeerNetwork(_ configuration: DaemonConfiguration, store: ChunkStore?, logger: Logger) throws -> PeerNetwork? {
+        guard configuration.peerSharing else { return nil }
+        guard let store else {
+            throw DaemonError.configuration("peer sharing needs the chunk store (peers are served from it): set \"chunk_store\": true")
+        }
+        let set = PeerSet(selfAddress: configuration.peerAdvertise ?? configuration.peerListen, peers: configuration.peers,
+                          file: configuration.peersFile)
+        let options = PeerOptions(requestTimeout: .milliseconds(max(100, configuration.peerTimeoutMs)),
+                                  serveRateLimit: configuration.peerRateLimit)
+        let network = PeerNetwork(peers: set, transport: CurlPeerTransport(), store: store, options: options, logger: logger)
+        if let listen = configuration.peerListen {
+            try network.startServer(listen: listen)
+        } else {
+            network.startHealthChecks()
+        }
+        return network
+    }
+}
+
+/// The peer transport over the Registry module's libcurl client.
+struct CurlPeerTransport: PeerTransport {
+    let client = PeerHTTPClient()
+    func get(_ url: String, timeout: Duration) async throws -> (status: Int, body: [UInt8]) {
+        let response = try await client.get(url, timeout: timeout)
+        return (response.status, response.body)
+    }
+}
+
+/// `ferry_proxy_*` metrics of the blob proxy route.
+func proxyMetricsText(_ statistics: BlobProxyStatistics?) -> String {
+    guard let s = statistics else { return "" }
+    return """
+        # HELP ferry_proxy_reads_total Blob range reads answered through the proxy.
+        # TYPE ferry_proxy_reads_total counter
+        ferry_proxy_reads_total \(s.proxiedReads)
+        # HELP ferry_proxy_fallbacks_total Blob range reads that went to the mirrors or origin directly instead.
+        # TYPE ferry_proxy_fallbacks_total counter
+        ferry_proxy_fallbacks_total \(s.directFallbacks)
+        # HELP ferry_proxy_failures_total Failures of the proxy itself (unreachable, 5xx).
+        # TYPE ferry_proxy_failures_total counter
+        ferry_proxy_failures_total \(s.proxyFailures)
+        # HELP ferry_proxy_healthy Whether the proxy is used (1) or avoided after failures (0).
+        # TYPE ferry_proxy_healthy gauge
+        ferry_proxy_healthy \(s.healthy ? 1 : 0)
+
+        """
 }
 
 extension DaemonAssembly {
@@ -172,7 +232,7 @@ enum BackendChoice {
 /// How ferryd turns a reference into a registered image: the bootstrap is fetched once,
 /// verified and kept under the state directory; blobs are read lazily from where the image lives.
 enum ImageResolution {
-    static func resolve(_ reference: String, stateDirectory: String, client: RegistryClient) throws -> RegisteredImage {
+    static func resolve(_ reference: String, stateDirectory: String, client: RegistryClient, peers: PeerNetwork? = nil) throws -> RegisteredImage {
         let parsed = try ImageReference(parsing: reference)
         let scratch = try makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -216,7 +276,15 @@ enum ImageResolution {
         let sources: [any ChunkSource]
         switch parsed {
         case let .registry(ref):
-            sources = [RegistryChunkSource(source: RegistryBlobSource(client: client, repository: ref))]
+            let registry = RegistryChunkSource(source: RegistryBlobSource(client: client, repository: ref))
+            if let peers {
+                // Peers may ask this node for the image's chunks (by digest only); it fetches them
+                // with its own credentials. Its own reads ask the chunks' home peers first.
+                peers.register(metadata, source: registry)
+                sources = [peers.source(fallback: registry), registry]
+            } else {
+                sources = [registry]
+            }
         case let .ociLayout(path, _):
             sources = [FileChunkSource(name: "layout") { blob in "\(path)/blobs/sha256/\(blob.hexDigest)" }]
         case .dockerArchive:

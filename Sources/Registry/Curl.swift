@@ -38,6 +38,9 @@ struct CurlRequestSpec: Sendable {
     /// False: open a fresh connection and close it afterwards (used by the benchmark).
     var reuseConnection = true
     var userAgent = "ferry"
+    /// An HTTP proxy URL for this request; "" forces no proxy (not even one from the
+    /// environment); nil leaves libcurl's default (the `http_proxy` family of variables).
+    var proxy: String?
 }
 
 /// What a finished transfer looked like on the wire.
@@ -161,6 +164,7 @@ final class CurlEasy: @unchecked Sendable {
             set(cferry_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 0))
         }
         if let ca = spec.caCertificatePath { set(cferry_curl_setopt_str(handle, CURLOPT_CAINFO, ca)) }
+        if let proxy = spec.proxy { set(cferry_curl_setopt_str(handle, CURLOPT_PROXY, proxy)) }
 
         set(cferry_curl_setopt_ptr(handle, CURLOPT_HEADERDATA, statePointer))
         set(cferry_curl_setopt_write(handle, CURLOPT_HEADERFUNCTION, { data, size, count, user in

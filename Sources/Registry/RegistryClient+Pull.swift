@@ -211,12 +211,31 @@ extension RegistryClient {
     func readRangeBlocking(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>, timeout: Duration?,
                            cancel: CancellationFlag) throws -> [UInt8] {
         if range.isEmpty { return [] }
+        if let route = proxyRoute, route.shouldUse(probe: { self.proxyHealthy($0, cancel: cancel) }) {
+            do {
+                let bytes = try readRangeOnce(ref, digest: digest, range: range, timeout: timeout, via: route.options, cancel: cancel)
+                route.succeeded()
+                return bytes
+            } catch let error as RegistryError {
+                // The proxy's own failures (unreachable, 5xx) put it in backoff; either way read directly.
+                if error.httpStatus.map({ $0 >= 500 }) ?? true { route.failed() }
+                route.fellBack()
+                logger.info("blob proxy \(route.options.url) failed for \(digest) (\(error)); reading directly")
+            }
+        }
+        return try readRangeOnce(ref, digest: digest, range: range, timeout: timeout, via: nil, cancel: cancel)
+    }
+
+    /// One range read through `proxy` (a single attempt per source) or directly (with retries).
+    private func readRangeOnce(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>, timeout: Duration?,
+                               via proxy: BlobProxyOptions?, cancel: CancellationFlag) throws -> [UInt8] {
         let target = RegistryTarget(registry: ref.host, repository: ref.repository,
                                     object: "blob \(digest) bytes \(range.lowerBound)..<\(range.upperBound)")
         let key = redirectKey(ref, digest)
         if let cached = redirects.lookup(key) {
             let call = Call(target: target, host: RegistryOptions.authority(of: cached), scopes: [], method: "GET", url: cached,
-                            timeout: timeout, policy: RetryPolicy(maxAttempts: 1), authenticate: false)
+                            headers: proxy?.headers ?? [], timeout: timeout, policy: RetryPolicy(maxAttempts: 1), authenticate: false,
+                            proxy: proxy?.url)
             do {
                 return try rangeRequest(call, range: range, cancel: cancel).bytes
             } catch let error as RegistryError {
@@ -227,13 +246,22 @@ extension RegistryClient {
         return try withPullSources(ref, object: target.object) { host, policy in
             let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
             let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
-                            method: "GET", url: blobURL, timeout: timeout, policy: policy)
+                            method: "GET", url: blobURL, headers: proxy?.headers ?? [], timeout: timeout,
+                            policy: proxy == nil ? policy : .none, proxy: proxy?.url)
             let (bytes, effectiveURL) = try rangeRequest(call, range: range, cancel: cancel)
             if effectiveURL != blobURL {
                 redirects.store(key, url: effectiveURL, lifetime: options.redirectCacheLifetime)
             }
             return bytes
         }
+    }
+
+    /// The proxy's health check: a direct GET of `url` answering 2xx within two seconds.
+    func proxyHealthy(_ url: String, cancel: CancellationFlag) -> Bool {
+        var spec = options.requestSpec(method: "GET", url: url, timeout: .seconds(2))
+        spec.proxy = ""
+        let response = try? pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: { _, _, _ in true }) }
+        return response.map { (200..<300).contains($0.status) } ?? false
     }
 
     private func rangeRequest(_ call: Call, range: Range<UInt64>, cancel: CancellationFlag) throws -> (bytes: [UInt8], effectiveURL: String) {

@@ -16,13 +16,18 @@ public final class RegistryClient: Sendable {
     let auth: Authenticator
     let redirects = RedirectCache()
     let logger: Logger
+    let proxyRoute: BlobProxyRoute?
 
     public init(options: RegistryOptions = RegistryOptions(), logger: Logger = Logger(label: "ferry.registry")) {
         self.options = options
         pool = HandlePool()
         auth = Authenticator(options: options, pool: pool)
         self.logger = logger
+        proxyRoute = options.blobProxy.map(BlobProxyRoute.init(options:))
     }
+
+    /// What the blob proxy route did (nil without a proxy).
+    public var blobProxyStatistics: BlobProxyStatistics? { proxyRoute?.statistics }
 
     /// Checks that `host` speaks the v2 API (`GET /v2/`), authenticating if it asks to.
     public func ping(host: String) async throws {
@@ -54,6 +59,8 @@ public final class RegistryClient: Sendable {
         var idempotent = true
         /// False for pre-signed storage URLs, which must not get registry credentials.
         var authenticate = true
+        /// The forward proxy this request goes through (blob range reads only); nil: direct.
+        var proxy: String?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -74,6 +81,7 @@ public final class RegistryClient: Sendable {
                 headers += extra
                 var spec = options.requestSpec(method: call.method, url: call.url, headers: headers, body: call.body, timeout: call.timeout)
                 spec.followRedirects = call.followRedirects
+                if let proxy = call.proxy { spec.proxy = proxy }
                 let response: CurlResponse
                 do {
                     response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }

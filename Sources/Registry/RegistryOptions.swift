@@ -62,6 +62,8 @@ public struct RegistryOptions: Sendable {
     /// How to ask the token service: `.automatic` uses the OAuth2 POST form when there are
     /// credentials (falling back to GET), GET otherwise.
     public var tokenFetch: TokenFetchMethod
+    /// A forward proxy (Dragonfly's dfdaemon) for blob range reads only; nil reads directly.
+    public var blobProxy: BlobProxyOptions?
 
     /// How tokens are requested from a Bearer realm.
     public enum TokenFetchMethod: Sendable, Hashable {
@@ -76,7 +78,7 @@ public struct RegistryOptions: Sendable {
                 rangeRequestTimeout: Duration? = .seconds(60), retry: RetryPolicy = RetryPolicy(),
                 authFile: String? = nil, userAgent: String = "ferry/0.1", reuseConnections: Bool = true,
                 redirectCacheLifetime: Duration = .seconds(60), uploadChunkSize: UInt64? = nil,
-                tokenFetch: TokenFetchMethod = .automatic) {
+                tokenFetch: TokenFetchMethod = .automatic, blobProxy: BlobProxyOptions? = nil) {
         self.plainHTTPHosts = plainHTTPHosts
         self.insecureHosts = insecureHosts
         self.caCertificatePath = caCertificatePath
@@ -92,6 +94,7 @@ public struct RegistryOptions: Sendable {
         self.redirectCacheLifetime = redirectCacheLifetime
         self.uploadChunkSize = uploadChunkSize
         self.tokenFetch = tokenFetch
+        self.blobProxy = blobProxy
     }
 
     /// "http" or "https" for a host.

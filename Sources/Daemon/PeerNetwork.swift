@@ -1,0 +1,147 @@
+public import Blob
+import Foundation
+public import Logging
+import Synchronization
+
+/// How this node reaches peers: a GET of a URL with a deadline. Implemented over libcurl in
+/// the Registry module (ferryd wires it in); tests may use anything.
+public protocol PeerTransport: Sendable {
+    /// GETs `url` once. Returns the status and body of any answer; throws when there was none
+    /// (refused, reset, timed out).
+    func get(_ url: String, timeout: Duration) async throws -> (status: Int, body: [UInt8])
+}
+
+/// Settings of peer sharing (ferryd's `peer_*` configuration keys).
+public struct PeerOptions: Sendable {
+    /// A whole chunk request (including the home peer's own registry fetch) must finish in this.
+    public var requestTimeout: Duration
+    /// Chunk requests one read sends at once.
+    public var parallelRequests: Int
+    /// Bytes per second the server sends to all peers together; 0 means no limit.
+    public var serveRateLimit: UInt64
+    /// Requests the server handles at once; more are answered 503 (the asker goes elsewhere).
+    public var serveConcurrency: Int
+
+    public init(requestTimeout: Duration = .seconds(10), parallelRequests: Int = 8, serveRateLimit: UInt64 = 0,
+                serveConcurrency: Int = 64) {
+        self.requestTimeout = requestTimeout
+        self.parallelRequests = max(1, parallelRequests)
+        self.serveRateLimit = serveRateLimit
+        self.serveConcurrency = max(1, serveConcurrency)
+    }
+}
+
+/// Built-in peer sharing: the peer set, the chunks this node can fetch itself (so that it can be
+/// their home), the coalesced home fetches, the client side (`source(fallback:)`) and the server
+/// side (`startServer`). Only chunk digests and chunk bytes cross between peers.
+public final class PeerNetwork: Sendable {
+    public let peers: PeerSet
+    public let metrics = PeerMetrics()
+    public let options: PeerOptions
+    let transport: any PeerTransport
+    let store: ChunkStore
+    let logger: Logger
+    let home: PeerHomeFetches
+
+    /// Where this node can fetch a chunk itself: its blob, its index there and the image's own source.
+    struct Location: Sendable {
+        var blob: BlobInfo
+        var index: Int
+        var source: any ChunkSource
+    }
+    private let locations = Mutex<[[UInt8]: Location]>([:])
+    private let checking = Atomic<Bool>(false)
+
+    public init(peers: PeerSet, transport: any PeerTransport, store: ChunkStore, options: PeerOptions = PeerOptions(), logger: Logger) {
+        self.peers = peers
+        self.transport = transport
+        self.store = store
+        self.options = options
+        self.logger = logger
+        home = PeerHomeFetches(store: store, metrics: metrics)
+    }
+
+    /// Makes the chunks of an image this node registered fetchable on behalf of peers, from
+    /// `source` (the image's registry source, with this node's credentials).
+    public func register(_ metadata: BootstrapMetadata, source: any ChunkSource) {
+        locations.withLock { table in
+            for blob in metadata.blobs {
+                for (i, chunk) in blob.chunks.enumerated() where table[chunk.digest] == nil {
+                    table[chunk.digest] = Location(blob: blob, index: i, source: source)
+                }
+            }
+        }
+    }
+
+    func location(of digest: [UInt8]) -> Location? { locations.withLock { $0[digest] } }
+
+    /// A chunk source that asks each chunk's home peer first and reads through `fallback` (the
+    /// image's registry source) what this node is home of or the peers could not give.
+    public func source(fallback: any ChunkSource) -> PeerChunkSource {
+        PeerChunkSource(network: self, fallback: fallback)
+    }
+
+    /// Health-checks (`GET /health`) the peers whose backoff has passed, on a thread of its own,
+    /// every `interval`.
+    public func startHealthChecks(every interval: Duration = .milliseconds(500)) {
+        guard !checking.exchange(true, ordering: .relaxed) else { return }
+        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        Thread.detachNewThread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: seconds)
+                let due = peers.dueForCheck()
+                guard !due.isEmpty else { continue }
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    await withTaskGroup(of: Void.self) { group in
+                        for peer in due { group.addTask { await self.check(peer) } }
+                    }
+                    done.signal()
+                }
+                done.wait()
+            }
+        }
+    }
+
+    private func check(_ peer: String) async {
+        do {
+            let answer = try await transport.get("http://\(peer)/health", timeout: .seconds(1))
+            if answer.status == 200 {
+                peers.markHealthy(peer)
+                logger.info("peer is back", metadata: ["peer": "\(peer)"])
+                return
+            }
+        } catch {}
+        peers.markFailed(peer, .unreachable)
+    }
+
+    /// Prometheus text of the `ferry_peer_*` metrics.
+    public func metricsText() -> String {
+        var out = ""
+        func metric(_ name: String, _ help: String, _ type: String, _ samples: [(String, String)]) {
+            out += "# HELP ferry_peer_\(name) \(help)\n# TYPE ferry_peer_\(name) \(type)\n"
+            for (labels, value) in samples { out += "ferry_peer_\(name)\(labels) \(value)\n" }
+        }
+        let per = metrics.peers.sorted { $0.key < $1.key }
+        func each(_ value: (PeerMetrics.PerPeer) -> String) -> [(String, String)] {
+            per.map { ("{peer=\"\($0.key)\"}", value($0.value)) }
+        }
+        metric("live", "Whether a peer is currently used (1) or in backoff (0).", "gauge",
+               peers.snapshot().map { ("{peer=\"\($0.peer)\"}", $0.live ? "1" : "0") })
+        metric("chunks_received_total", "Chunks received from a peer and verified.", "counter", each { "\($0.chunks)" })
+        metric("bytes_received_total", "Stored bytes received from a peer and verified.", "counter", each { "\($0.bytes)" })
+        metric("bad_chunks_total", "Chunks a peer served whose bytes did not match their digest.", "counter", each { "\($0.badChunks)" })
+        metric("failures_total", "Requests to a peer that were refused, timed out or answered wrongly.", "counter", each { "\($0.failures)" })
+        metric("misses_total", "Requests a peer answered without the chunk.", "counter", each { "\($0.misses)" })
+        let served = metrics.server
+        metric("served_chunks_total", "Chunks this node served to peers.", "counter", [("", "\(served.chunks)")])
+        metric("served_bytes_total", "Bytes this node served to peers.", "counter", [("", "\(served.bytes)")])
+        metric("served_misses_total", "Peer requests for chunks this node could not serve.", "counter", [("", "\(served.misses)")])
+        metric("served_rejected_total", "Peer requests turned away by the rate limit.", "counter", [("", "\(served.rejected)")])
+        metric("home_fetches_total", "Chunks this node fetched from its own sources as their home.", "counter",
+               [("", "\(metrics.homeFetches.current)")])
+        metric("fallback_chunks_total", "Chunks fetched from this node's own sources after peers failed.", "counter",
+               [("", "\(metrics.fallbacks.current)")])
+        return out
+    }
+}
