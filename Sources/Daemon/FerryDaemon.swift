@@ -33,6 +33,8 @@ public final class FerryDaemon: Sendable {
     private let resolver: ImageResolver
     private let mounter: any Mounter
     private let logger: Logger
+    /// Fetches an image's prefetch list (and paths asked for at mount) into the store; nil without a store.
+    private let prefetcher: Prefetcher?
     private let started = Date()
     /// More Prometheus text appended to `GET /metrics` (peer sharing, the blob proxy).
     private let extraMetrics: [@Sendable () -> String]
@@ -46,8 +48,10 @@ public final class FerryDaemon: Sendable {
     private let listener = Mutex<FileDescriptor?>(nil)
 
     public init(configuration: DaemonConfiguration, backend: any KernelBackend, resolver: @escaping ImageResolver,
-                mounter: any Mounter = KernelMounter(), logger: Logger, extraMetrics: [@Sendable () -> String] = []) {
+                mounter: any Mounter = KernelMounter(), logger: Logger, extraMetrics: [@Sendable () -> String] = [],
+                prefetcher: Prefetcher? = nil) {
         self.configuration = configuration
+        self.prefetcher = prefetcher
         self.extraMetrics = extraMetrics
         self.backend = backend
         self.resolver = resolver
@@ -89,7 +93,10 @@ public final class FerryDaemon: Sendable {
         case ("GET", "/metrics"):
             return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metricsText().utf8))
         case ("POST", "/mounts"):
-            struct Body: Decodable { var image: String; var mountpoint: String; var backend: String?; var domain: String? }
+            struct Body: Decodable {
+                var image: String; var mountpoint: String; var backend: String?; var domain: String?
+                var prefetch: [String]?; var prefetch_all: Bool?
+            }
             guard let body = try? JSONDecoder().decode(Body.self, from: Data(request.body)) else {
                 return .error("expected {\"image\": REF, \"mountpoint\": PATH}", status: 400)
             }
@@ -98,7 +105,12 @@ public final class FerryDaemon: Sendable {
                               status: 409)
             }
             do {
-                let result = try mount(image: body.image, at: body.mountpoint, domainID: body.domain)
+                if let domain = body.domain, !Self.isValidDomain(domain) {
+                    return .error("domain \"\(domain)\": use 1–64 letters, digits, '.', '_' or '-'", status: 400)
+                }
+                let result = try mount(image: body.image, at: body.mountpoint, domainID: body.domain,
+                                       prefetch: (body.prefetch ?? []).map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) },
+                                       prefetchAll: body.prefetch_all ?? false)
                 return .json(result, status: 201)
             } catch {
                 logger.error("mount failed", metadata: ["image": "\(body.image)", "error": "\(error)"])
@@ -117,6 +129,13 @@ public final class FerryDaemon: Sendable {
         }
     }
 
+    /// Domain ids go into mount options: no commas, no surprises.
+    static func isValidDomain(_ domain: String) -> Bool {
+        (1...64).contains(domain.utf8.count) && domain.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e || c == 0x5f || c == 0x2d
+        }
+    }
+
     /// What `POST /mounts` answers.
     public struct MountResult: Codable, Sendable {
         public var id: String
@@ -127,7 +146,8 @@ public final class FerryDaemon: Sendable {
 
     /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`
     /// (fscache: in `domainID` when given, sharing blobs with the domain's other mounts).
-    public func mount(image reference: String, at target: String, domainID: String? = nil) throws -> MountResult {
+    public func mount(image reference: String, at target: String, domainID: String? = nil,
+                      prefetch: [[UInt8]] = [], prefetchAll: Bool = false) throws -> MountResult {
         let canonicalTarget = (target as NSString).standardizingPath
         if state.withLock({ $0.mounts[canonicalTarget] }) != nil {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "ferryd already has a mount there")
@@ -147,6 +167,9 @@ public final class FerryDaemon: Sendable {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "\(error)")
         }
         state.withLock { $0.mounts[canonicalTarget] = MountEntry(imageID: image.id, domainID: domainID) }
+        if let prefetcher, prefetchAll || !prefetch.isEmpty || !image.metadata.prefetch.isEmpty {
+            prefetcher.start(image, paths: image.metadata.prefetch + prefetch, everything: prefetchAll)
+        }
         saveRegistrations()
         logger.info("mounted", metadata: ["image": "\(reference)", "id": "\(image.id.prefix(12))", "at": "\(canonicalTarget)"])
         return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count)

@@ -109,7 +109,9 @@ enum DaemonAssembly {
         let resolver: ImageResolver = { reference, state in
             try ImageResolution.resolve(reference, stateDirectory: state, client: client, peers: peers)
         }
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger, extraMetrics: extraMetrics)
+        let prefetcher = store.map { Prefetcher(store: $0, logger: logger) }
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger, extraMetrics: extraMetrics,
+                           prefetcher: prefetcher)
     }
 
     /// Peer sharing, when configured: the peer set, the libcurl transport, and the server on

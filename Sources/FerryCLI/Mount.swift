@@ -29,15 +29,20 @@ struct MountImage: ParsableCommand {
     @Argument(help: "Where to mount it.") var mountpoint: String
     @Option(help: "Kernel backend: auto (what ferryd picked for this kernel), fanotify or fscache.") var backend: String = "auto"
     @Option(help: "fscache: mount in this domain, sharing cached blobs with the domain's other mounts.") var domain: String?
+    @Option(help: "Fetch this path (a file, or a directory: every file below) in the background after mounting (repeatable).")
+    var prefetch: [String] = []
+    @Flag(help: "Fetch the whole image in the background after mounting.") var prefetchAll = false
     @OptionGroup var daemon: DaemonConnection
 
     func run() throws {
         try reportingErrors {
             guard ["auto", "fanotify", "fscache"].contains(backend) else { throw ValidationError("--backend must be auto, fanotify or fscache") }
             let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-            var fields = ["image": image, "mountpoint": target, "backend": backend]
-            if let domain { fields["domain"] = domain }
-            let body = try JSONEncoder().encode(fields)
+            struct Body: Encodable {
+                var image: String, mountpoint: String, backend: String, domain: String?, prefetch: [String], prefetch_all: Bool
+            }
+            let body = try JSONEncoder().encode(Body(image: image, mountpoint: target, backend: backend, domain: domain,
+                                                     prefetch: prefetch, prefetch_all: prefetchAll))
             let response = try daemon.send("POST", "/mounts", body: Array(body))
             let result = try JSONDecoder().decode(FerryDaemon.MountResult.self, from: Data(response.body))
             print("mounted \(image) at \(result.mountpoint) (backend \(result.backend), \(result.devices) blob device(s), image \(result.id.prefix(12)))")

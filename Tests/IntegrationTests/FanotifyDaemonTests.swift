@@ -101,6 +101,49 @@ import Testing
         #expect((status["chunksFailed"] as? Int ?? 0) >= 1)
     }
 
+    /// The image's recorded prefetch list (`convert --prefetch`) and a path given at mount time are
+    /// fetched into the store in the background, nothing else; reading them later costs no fetch.
+    @Test func prefetchFetchesTheRecordedListAndMountPathsOnly() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-prefetch")
+        let image = try RichImage.get()
+        let layout = ws.sub("ferry-image")
+        try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(layout):t", "--chunk-size", "64KiB",
+                         "--prefetch", "/usr/lib/odd-size"])
+        let registry = try LocalRegistry(workspace: ws)
+        let reference = "docker://\(registry.host)/rich:prefetch"
+        try Shell.check([Build.ferry, "push", "oci:\(layout):t", reference, "--plain-http", registry.host])
+        let daemon = try Self.daemon(ws, registry)
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt, "--prefetch", "/etc/shared"])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        // The distinct chunks of the two files, by digest.
+        var expected: [String: Int] = [:]
+        for path in ["usr/lib/odd-size", "etc/shared"] {
+            let out = try Shell.check([Build.ferry, "inspect", "oci:\(layout):t", "--chunks", path, "--json"])
+            for row in (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? [] {
+                if let digest = row["digest"] as? String { expected[digest] = row["compressedSize"] as? Int ?? 0 }
+            }
+        }
+        let want = expected.values.reduce(0, +)
+        var fetched = -1
+        for _ in 0..<200 {
+            fetched = try daemon.images().first?["bytesFetched"] as? Int ?? -1
+            if fetched >= want { break }
+            usleep(50_000)
+        }
+        usleep(300_000)  // anything beyond the list would show up now
+        fetched = try daemon.images().first?["bytesFetched"] as? Int ?? -1
+        #expect(fetched == want, "prefetch fetched exactly the listed files' chunks (\(fetched) vs \(want))\n\(daemon.log.suffix(2000))")
+        for path in ["usr/lib/odd-size", "etc/shared"] {
+            let got = try Data(contentsOf: URL(fileURLWithPath: "\(mnt)/\(path)"))
+            #expect(got == (try Data(contentsOf: URL(fileURLWithPath: "\(image.reference)/\(path)"))), "\(path)")
+        }
+        let after = try #require(try daemon.images().first)
+        #expect(after["bytesFetched"] as? Int == want, "reading prefetched files fetches nothing more")
+        #expect((after["storeHits"] as? Int ?? 0) >= expected.count)
+    }
+
     @Test func sixteenConcurrentReadersGetCorrectBytes() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-concurrent")
