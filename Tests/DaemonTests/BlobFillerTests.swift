@@ -143,6 +143,14 @@ struct TestBlob {
 @Suite struct ReadaheadTests {
     static let limits = FillLimits(batchBytes: 4 << 20, readaheadBytes: 512 << 10, readaheadTrigger: 256 << 10)
 
+    static func filler(for blob: TestBlob) -> (BlobFiller, MemorySink, FillStatistics) {
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let stats = FillStatistics()
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [MemorySource(name: "mem", blobBytes: blob.bytes)], sink: sink,
+                                limits: limits, gate: FetchGate(limit: 4), stats: stats)
+        return (filler, sink, stats)
+    }
+
     /// Waits (at most 5 s) until `condition` holds; the readahead runs in the background.
     static func eventually(_ condition: () -> Bool) async throws -> Bool {
         for _ in 0..<500 {
@@ -154,11 +162,7 @@ struct TestBlob {
 
     @Test func aLongSequentialReadFetchesAheadAndEveryChunkOnce() async throws {
         let blob = try TestBlob.make(chunks: 64)
-        let sink = MemorySink(size: blob.info.uncompressedSize)
-        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
-        let stats = FillStatistics()
-        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
-                                gate: FetchGate(limit: 4), stats: stats)
+        let (filler, sink, stats) = Self.filler(for: blob)
         // Eight 64 KiB requests in order: past the 256 KiB trigger, the next chunks are fetched unasked.
         for c in 0..<8 { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c + 1) * 65536) }
         #expect(try await Self.eventually { filler.isPresent(12) }, "chunks after the run arrive without being asked for")
@@ -176,11 +180,7 @@ struct TestBlob {
 
     @Test func aShortReadFetchesOnlyItsChunks() async throws {
         let blob = try TestBlob.make(chunks: 16)
-        let sink = MemorySink(size: blob.info.uncompressedSize)
-        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
-        let stats = FillStatistics()
-        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
-                                gate: FetchGate(limit: 4), stats: stats)
+        let (filler, _, stats) = Self.filler(for: blob)
         for c in 0..<3 { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c + 1) * 65536) }
         try await Task.sleep(for: .milliseconds(100))
         #expect(filler.presentCount == 3)
@@ -189,11 +189,7 @@ struct TestBlob {
 
     @Test func scatteredReadsDoNotTriggerReadahead() async throws {
         let blob = try TestBlob.make(chunks: 64)
-        let sink = MemorySink(size: blob.info.uncompressedSize)
-        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
-        let stats = FillStatistics()
-        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink, limits: Self.limits,
-                                gate: FetchGate(limit: 4), stats: stats)
+        let (filler, _, stats) = Self.filler(for: blob)
         for c in [40, 3, 22, 9, 57, 30, 14, 48, 1, 35] { try await filler.fill(UInt64(c) * 65536 ..< UInt64(c) * 65536 + 100) }
         try await Task.sleep(for: .milliseconds(100))
         #expect(filler.presentCount == 10)
