@@ -1,4 +1,5 @@
 import FerrySystem
+import Dispatch
 
 /// A chunk after hashing and compression, ready to be appended to a blob.
 public struct EncodedChunk: Sendable {
@@ -73,21 +74,35 @@ public enum ChunkCodec {
 /// Appends encoded chunks to one blob file and records the blob's chunk table.
 ///
 /// Compressed bytes go back to back; the uncompressed address space advances by each chunk's
-/// size rounded up to 4 KiB. The blob digest is computed as bytes are written.
+/// size rounded up to 4 KiB. The blob digest is computed as bytes are written. Hashing and
+/// writing happen on a queue of their own, 4 MiB at a time, at most four buffers behind: the
+/// converter's reading thread only copies bytes into the current buffer.
 public final class BlobWriter {
     public let path: String
-    private let file: FileDescriptor
-    private let hasher = SHA256()
+    private let output: Output
     private var chunks: [ChunkInfo] = []
     private var compressedSize: UInt64 = 0
     private var uncompressedSize: UInt64 = 0
     private var pending: [UInt8] = []
+    private static let flushSize = 4 << 20
+
+    /// The file and the blob hash, touched only on `queue` once created.
+    private final class Output: @unchecked Sendable {
+        // Safe because: after init, file, hasher and failure are used only by blocks on `queue`
+        // (serial), and read by the owner only after `queue.sync`.
+        let file: FileDescriptor
+        let hasher = SHA256()
+        var failure: (any Error)?
+        let queue = DispatchQueue(label: "ferry.blob-writer")
+        let slots = DispatchSemaphore(value: 4)
+        init(file: FileDescriptor) { self.file = file }
+    }
 
     /// Creates (truncates) the blob file at `path`.
     public init(path: String) throws {
         self.path = path
-        file = try FileDescriptor.open(path, .createTruncate)
-        pending.reserveCapacity(4 << 20)
+        output = Output(file: try FileDescriptor.open(path, .createTruncate))
+        pending.reserveCapacity(Self.flushSize)
     }
 
     /// Appends a chunk; returns its index in this blob and its record.
@@ -95,9 +110,8 @@ public final class BlobWriter {
         let info = ChunkInfo(uncompressedOffset: uncompressedSize, uncompressedSize: chunk.uncompressedSize,
                              compressedOffset: compressedSize, compressedSize: UInt32(chunk.stored.count),
                              compression: chunk.compression, digest: chunk.digest)
-        hasher.update(chunk.stored)
         pending.append(contentsOf: chunk.stored)
-        if pending.count >= 4 << 20 { try flushPending() }
+        if pending.count >= Self.flushSize { try flushPending() }
         compressedSize += UInt64(chunk.stored.count)
         uncompressedSize += info.alignedSize
         chunks.append(info)
@@ -110,18 +124,36 @@ public final class BlobWriter {
     /// Flushes, closes the file, and returns the blob's table and digest.
     public func finish() throws -> BlobInfo {
         try flushPending()
-        try file.close()
-        return BlobInfo(digest: hasher.finalize(), compressedSize: compressedSize, uncompressedSize: uncompressedSize, chunks: chunks)
+        let output = self.output
+        let digest: [UInt8] = try output.queue.sync {
+            if let failure = output.failure { throw failure }
+            try output.file.close()
+            return output.hasher.finalize()
+        }
+        return BlobInfo(digest: digest, compressedSize: compressedSize, uncompressedSize: uncompressedSize, chunks: chunks)
     }
 
     /// Closes the file without producing a blob (on failure paths).
     public func abandon() {
-        try? file.close()
+        let output = self.output
+        output.queue.sync { try? output.file.close() }
     }
 
+    /// Hands the buffer to the writing queue (waiting while four are already queued) and reports
+    /// an earlier write failure, if any.
     private func flushPending() throws {
         guard !pending.isEmpty else { return }
-        try file.write(pending)
-        pending.removeAll(keepingCapacity: true)
+        let output = self.output
+        if let failure = output.queue.sync(execute: { output.failure }) { throw failure }
+        output.slots.wait()
+        let buffer = pending
+        output.queue.async {
+            defer { output.slots.signal() }
+            guard output.failure == nil else { return }
+            output.hasher.update(buffer)
+            do { try output.file.write(buffer) } catch { output.failure = error }
+        }
+        pending = []
+        pending.reserveCapacity(Self.flushSize)
     }
 }
