@@ -202,6 +202,7 @@ public final class BlobFiller: Sendable {
                     decoded.append((i, try ChunkCodec.decode(stored, info: c, blob: name, index: i), stored))
                 }
                 stats.chunksVerified.add(decoded.count)
+                stats.uncompressedBytesFetched.add(decoded.reduce(0) { $0 + $1.1.count })
                 for (i, data, stored) in decoded {
                     if let store, let error = store.save(blob.chunks[i], stored: stored) { stats.noteStoreError(error) }
                     try await deliver(i, data)

@@ -254,6 +254,8 @@ public final class FerryDaemon: Sendable {
         public var uncompressedBytes: UInt64
         public var bytesRequested: Int
         public var bytesFetched: UInt64
+        /// What `bytesFetched` holds once decompressed.
+        public var uncompressedBytesFetched: Int
         public var bytesBySource: [String: UInt64]
         public var chunksVerified: Int
         public var chunksFailed: Int
@@ -270,7 +272,8 @@ public final class FerryDaemon: Sendable {
                 mountpoints: mounts.filter { $0.value.imageID == image.id }.map(\.key).sorted(),
                 blobs: image.metadata.blobs.count, chunks: image.metadata.blobs.reduce(0) { $0 + $1.chunks.count },
                 uncompressedBytes: image.metadata.blobs.reduce(0) { $0 + $1.uncompressedSize },
-                bytesRequested: s.bytesRequested.current, bytesFetched: s.bytesFetched, bytesBySource: s.bytesBySource,
+                bytesRequested: s.bytesRequested.current, bytesFetched: s.bytesFetched,
+                uncompressedBytesFetched: s.uncompressedBytesFetched.current, bytesBySource: s.bytesBySource,
                 chunksVerified: s.chunksVerified.current, chunksFailed: s.chunksFailed.current,
                 cacheHits: s.cacheHits.current, storeHits: s.storeHits.current)
         }

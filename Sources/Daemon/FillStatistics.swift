@@ -24,6 +24,8 @@ public final class FillStatistics: Sendable {
     public let readaheadChunks = Counter()
     /// Chunks fetched into the store by prefetch after a mount.
     public let prefetchedChunks = Counter()
+    /// Uncompressed bytes of the chunks fetched from sources and verified.
+    public let uncompressedBytesFetched = Counter()
     private let perSource = Mutex<[String: UInt64]>([:])
     private let badSources = Mutex<[String: Int]>([:])
     private let storeErrors = Mutex<(count: Int, last: String?)>((0, nil))
