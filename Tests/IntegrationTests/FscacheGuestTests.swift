@@ -219,6 +219,31 @@ import Testing
         Self.note("corrupt-chunk: errno \(bad.errno) on usr/lib/odd-size; big.bin read \(good.bytes?.count ?? -1) bytes")
         try daemon.ferry("umount \(mntC)")
 
+        // Restarts while readers read: each round mounts image a afresh (new cookies, so every read
+        // goes through ferryd, from the store), starts readers comparing files byte for byte, and
+        // kills ferryd (SIGKILL) or stops it (SIGTERM, an upgrade) under them; the next ferryd takes
+        // the device over and the readers must finish with the right bytes.
+        let files = ["usr/lib/odd-size", "usr/lib/big.bin", "etc/shared", "bin/tool"]
+        var stalls: [String] = []
+        for round in 0..<20 {
+            let signal = round < 10 ? "KILL" : "TERM"
+            let mnt = try Self.mountpoint("mnt-r\(round)")
+            try daemon.ferry("mount \(Self.reference("a")) \(mnt)")
+            let marker = "\(Self.work)/reader-\(round)"
+            let readers = files.map { "cmp \(mnt)/\($0) \(refA)/\($0)" }.joined(separator: " && ")
+            try Self.sh("( \(readers) && echo ok > \(marker) || echo fail > \(marker) ) > /dev/null 2>&1 &")
+            try Self.sh("pkill -\(signal) -f '\(Self.ferryd) --backend fscache --state-dir \(daemon.state) '; sleep 0.3", check: false)
+            let t0 = Date()
+            try daemon.launch()
+            try Self.sh("for i in $(seq 600); do [ -s \(marker) ] && exit 0; sleep 0.1; done; exit 1")
+            let verdict = (try? String(contentsOfFile: marker, encoding: .utf8)) ?? ""
+            #expect(verdict == "ok\n", "round \(round) (SIG\(signal)): readers got \(verdict)\n\(daemon.logText.suffix(2000))")
+            stalls.append(String(format: "%.1f", Date().timeIntervalSince(t0)))
+        }
+        #expect(try String(contentsOfFile: "/proc/mounts", encoding: .utf8).contains("\(Self.work)/mnt-r0 "), "mounts stay mounted")
+        Self.note("restarts: 10 SIGKILL + 10 SIGTERM under readers, all bytes right; seconds from restart to readers done: \(stalls.joined(separator: " "))")
+        for round in 0..<20 { _ = try? daemon.ferry("umount \(Self.work)/mnt-r\(round)") }
+
         try daemon.ferry("umount \(mntA2)")
         try daemon.kill()
         try Self.sh("pkill -9 -f 'hold-group --socket \(daemon.state)/' ; sleep 1", check: false)
