@@ -76,10 +76,24 @@ public final class FerryDaemon: Sendable {
         backend.stop()
     }
 
+    /// One line for the service manager's `STATUS=`: what is served and how.
+    public func statusLine() -> String {
+        let (images, mounts) = state.withLock { ($0.images.count, $0.mounts.count) }
+        return "serving \(mounts) mount(s) of \(images) image(s) with \(backend.name)"
+    }
+
+    /// Nil while the backend serves normally (see `ReportsHealth`); the watchdog pings only then.
+    public func healthProblem() -> String? {
+        (backend as? any ReportsHealth)?.healthProblem()
+    }
+
     /// Routes one control request.
     public func handle(_ request: ControlRequest) async -> ControlResponse {
         switch (request.method, request.path) {
         case ("GET", "/health"):
+            if let problem = healthProblem() {
+                return .json(["status": "unhealthy", "backend": backend.name, "problem": problem], status: 503)
+            }
             return .json(["status": "ok", "backend": backend.name])
         case ("GET", "/images"):
             return .json(imageSummaries())

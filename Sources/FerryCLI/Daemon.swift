@@ -45,15 +45,25 @@ struct FerryDaemonCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "ferryd")
+        // Descriptors a service manager passed back (its store), and the link to it, if any.
+        let inherited = SystemdListenDescriptors.take()
+        let service = SystemdService.fromEnvironment(logger: logger)
         do {
-            let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger)
+            let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
+                                                 holdGroupInProcess: !service.isActive)
             try daemon.start()
+            // The backend is bound and the control socket listens: hand the kernel descriptors to
+            // the store first (a crash right after READY keeps them), then READY=1.
+            service.storeDescriptors(of: daemon.backend)
+            service.ready(status: daemon.statusLine())
+            service.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
             // Serve until SIGTERM/SIGINT; mounts stay (the kernel keeps them), a restarted ferryd serves them again.
             let signals = [SIGTERM, SIGINT].map { sig -> any DispatchSourceSignal in
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
                 source.setEventHandler {
                     logger.info("stopping on signal \(sig)")
+                    service.stopping(status: "finishing requests in flight; mounts stay for the next ferryd")
                     daemon.stop()
                     Foundation.exit(0)
                 }
@@ -84,7 +94,13 @@ public func runFerryDaemon() {
 
 /// Builds a daemon from a configuration: chunk store, backend, image resolver.
 enum DaemonAssembly {
-    static func make(configuration: DaemonConfiguration, logger: Logger) throws -> FerryDaemon {
+    /// - Parameters:
+    ///   - inherited: descriptors passed by the service manager (`LISTEN_FDNAMES` names).
+    ///   - holdGroupInProcess: without a service manager, a holder process keeps the fanotify
+    ///     group between ferryd processes; under systemd its descriptor store does (a holder
+    ///     would die with the service's cgroup anyway).
+    static func make(configuration: DaemonConfiguration, logger: Logger, inherited: [(name: String, fd: FileDescriptor)] = [],
+                     holdGroupInProcess: Bool = true) throws -> FerryDaemon {
         let state = configuration.stateDirectory
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
@@ -93,7 +109,12 @@ enum DaemonAssembly {
         case "auto", "fanotify":
             let holderSocket = state + "/fanotify-group.sock"
             let group: FanotifyGroup
-            if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
+            if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.fanotifyGroup }) {
+                group = FanotifyGroup(adopting: stored.fd)
+                let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+                logger.notice("took over the fanotify group from the service manager's descriptor store",
+                              metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+            } else if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
                 group = inherited
                 let orphans = FanotifyGroupHolder.answerOrphans(of: group)
                 logger.notice("took over the fanotify group of a previous ferryd",
@@ -105,7 +126,7 @@ enum DaemonAssembly {
                     throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
                 }
                 try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-                try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
+                if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
             }
             backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
         default:
