@@ -25,3 +25,12 @@ extension FileDescriptor {
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+extension FileDescriptor {
+    /// Drops the file's clean cached pages so the next read goes to the filesystem again.
+    /// The corresponding C function is `posix_fadvise(POSIX_FADV_DONTNEED)`.
+    public func dropCachedPages() throws {
+        let rc = posix_fadvise(rawValue, 0, 0, POSIX_FADV_DONTNEED)
+        if rc != 0 { throw SystemError.syscall("posix_fadvise(DONTNEED) \(name)", errno: rc) }
+    }
+}
