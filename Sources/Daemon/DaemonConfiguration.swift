@@ -21,12 +21,18 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var plainHTTP: [String] = []
     /// Mirrors per registry host, tried in order before the host (`{"docker.io": ["mirror:5000"]}`).
     public var mirrors: [String: [String]] = [:]
+    /// Bytes the chunk store and the cache files of unmounted images may use (nil: no limit).
+    /// In the file a number or a string with a K/M/G/T suffix: `"20G"`.
+    public var cacheLimit: UInt64?
+    /// `host:port` where the Prometheus metrics are also served over TCP (nil: only on the control socket).
+    public var metricsListen: String?
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case stateDirectory = "state_dir", socketPath = "socket", backend, fetchConcurrency = "fetch_concurrency"
         case batchBytes = "batch_bytes", chunkStore = "chunk_store", logLevel = "log_level", plainHTTP = "plain_http", mirrors
+        case cacheLimit = "cache_limit", metricsListen = "metrics_listen"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -41,6 +47,15 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         d.plainHTTP = try c.decodeIfPresent([String].self, forKey: .plainHTTP) ?? d.plainHTTP
         d.mirrors = try c.decodeIfPresent([String: [String]].self, forKey: .mirrors) ?? d.mirrors
+        if let number = try? c.decodeIfPresent(UInt64.self, forKey: .cacheLimit) {
+            d.cacheLimit = number
+        } else if let text = try c.decodeIfPresent(String.self, forKey: .cacheLimit) {
+            guard let bytes = parseByteCount(text) else {
+                throw DecodingError.dataCorruptedError(forKey: .cacheLimit, in: c, debugDescription: "\"\(text)\" is not a size such as 512M or 20G")
+            }
+            d.cacheLimit = bytes
+        }
+        d.metricsListen = try c.decodeIfPresent(String.self, forKey: .metricsListen)
         self = d
     }
 
@@ -50,7 +65,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             throw DaemonError.configuration("cannot read \(path)")
         }
         if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "chunk_store", "log_level", "plain_http", "mirrors"])
+            let known = Set(["state_dir", "socket", "backend", "fetch_concurrency", "batch_bytes", "chunk_store", "log_level", "plain_http", "mirrors", "cache_limit", "metrics_listen"])
             if let unknown = object.keys.first(where: { !known.contains($0) }) {
                 throw DaemonError.configuration("\(path): unknown key \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
             }

@@ -33,3 +33,28 @@ public protocol ReportsHealth: Sendable {
     /// Nil when serving normally; otherwise what is wrong ("event loop stuck for 3 s").
     func healthProblem() -> String?
 }
+
+/// One blob's cache on disk as a backend keeps it (a fanotify cache file, a cachefiles data file).
+public struct CachedBlob: Sendable, Equatable {
+    /// The blob's digest, hex.
+    public var blob: String
+    /// Bytes allocated on disk.
+    public var bytes: UInt64
+    /// When the kernel last read through it (seconds since 1970), for LRU eviction.
+    public var lastUse: Double
+
+    public init(blob: String, bytes: UInt64, lastUse: Double) {
+        self.blob = blob
+        self.bytes = bytes
+        self.lastUse = lastUse
+    }
+}
+
+/// A backend whose per-blob caches can be evicted while no mounted image uses the blob.
+public protocol EvictsCachedBlobs: Sendable {
+    /// Every blob cache on disk, attached or left over from earlier runs.
+    func cachedBlobs() -> [CachedBlob]
+    /// Drops the cache of `blob` (the daemon guarantees no mounted image uses it and no mount is
+    /// under way); a later attach starts it again empty. Returns the bytes freed.
+    func evictCachedBlob(_ blob: String) -> UInt64
+}

@@ -21,6 +21,8 @@ struct FerryDaemonCommand: ParsableCommand {
     @Option(help: "Kernel backend: auto, fanotify or fscache.") var backend: String?
     @Option(help: "Log level (trace … critical).") var logLevel: String?
     @Option(name: .customLong("plain-http"), help: "Registry host[:port] reached over plain HTTP (repeatable).") var plainHTTP: [String] = []
+    @Option(help: "Bytes the chunk store and cache files of unmounted images may use (e.g. 20G, 512M).") var cacheLimit: String?
+    @Option(help: "Also serve the Prometheus metrics over TCP at HOST:PORT (e.g. 127.0.0.1:9797).") var metricsListen: String?
 
     init() {}
 
@@ -38,6 +40,14 @@ struct FerryDaemonCommand: ParsableCommand {
         if let backend { configuration.backend = backend }
         if let logLevel { configuration.logLevel = logLevel }
         configuration.plainHTTP += plainHTTP
+        if let cacheLimit {
+            guard let bytes = parseByteCount(cacheLimit) else {
+                FileHandle.standardError.write(Data("ferryd: --cache-limit \(cacheLimit) is not a size such as 512M or 20G\n".utf8))
+                throw ExitCode.failure
+            }
+            configuration.cacheLimit = bytes
+        }
+        if let metricsListen { configuration.metricsListen = metricsListen }
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -52,6 +62,7 @@ struct FerryDaemonCommand: ParsableCommand {
             let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
                                                  holdGroupInProcess: !service.isActive)
             try daemon.start()
+            if let address = configuration.metricsListen { try MetricsListener.start(address, daemon: daemon, logger: logger) }
             // The backend is bound and the control socket listens: hand the kernel descriptors to
             // the store first (a crash right after READY keeps them), then READY=1.
             service.storeDescriptors(of: daemon.backend)
@@ -104,6 +115,7 @@ enum DaemonAssembly {
         let state = configuration.stateDirectory
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
+        let metrics = DaemonMetrics()
         let backend: any KernelBackend
         switch configuration.backend {
         case "auto", "fanotify":
@@ -128,14 +140,35 @@ enum DaemonAssembly {
                 try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
                 if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
             }
-            backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, logger: logger)
+            backend = try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, metrics: metrics, logger: logger)
         default:
             throw DaemonError.backendUnavailable("backend \"\(configuration.backend)\" is not available in this build")
         }
         let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors),
                                     logger: logger)
         let resolver: ImageResolver = { reference, state in try ImageResolution.resolve(reference, stateDirectory: state, client: client) }
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger)
+        let blobCaches = backend as? any EvictsCachedBlobs
+        let cache = store == nil && blobCaches == nil ? nil
+            : CacheManager(limit: configuration.cacheLimit, store: store, blobCaches: blobCaches, logger: logger)
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, cache: cache, metrics: metrics, logger: logger)
+    }
+}
+
+/// `--metrics-listen HOST:PORT`: the control API's `/metrics` (and nothing else) over TCP.
+enum MetricsListener {
+    static func start(_ address: String, daemon: FerryDaemon, logger: Logger) throws {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            throw DaemonError.configuration("metrics_listen \"\(address)\" is not HOST:PORT (e.g. 127.0.0.1:9797)")
+        }
+        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let (socket, bound) = try TCPSocket.listen(host: host, port: port)
+        ControlHTTP.serve(listener: socket) { request in
+            guard request.method == "GET", request.path == "/metrics" else {
+                return .error("only GET /metrics is served here", status: 404)
+            }
+            return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(daemon.metricsText().utf8))
+        }
+        logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
     }
 }
 

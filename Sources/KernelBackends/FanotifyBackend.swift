@@ -11,13 +11,14 @@ import Synchronization
 /// the group, ferryd fills the range (verified chunks, written in place) and answers
 /// `FAN_ALLOW`, or denies with `EIO` when the data cannot be had: a reader never sees an
 /// unfilled range.
-public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth {
+public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth, EvictsCachedBlobs {
     public let name = "fanotify"
     private let group: FanotifyGroup
     private let cacheDirectory: String
     private let store: ChunkStore?
     private let gate: FetchGate
     private let logger: Logger
+    private let metrics: DaemonMetrics
     private let ownPID = ProcessInfoRaw.pid
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
     private let blobs = Mutex<[String: CacheFile]>([:])
@@ -42,6 +43,8 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         let filler: BlobFiller
         /// Set once every chunk is present and the mark is removed: reads then raise no events.
         let complete = Atomic<Bool>(false)
+        /// Milliseconds since 1970 of the last kernel request for this file (LRU eviction).
+        let lastUse = Atomic<UInt64>(UInt64(Date().timeIntervalSince1970 * 1000))
         init(path: String, descriptor: FileDescriptor, filler: BlobFiller) {
             self.path = path
             self.descriptor = descriptor
@@ -51,7 +54,9 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
 
     /// - Parameter group: a pre-content group; pass one inherited from a previous ferryd to take
     ///   over its marks (pending events are then re-read and served).
-    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, logger: Logger) throws {
+    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, metrics: DaemonMetrics = DaemonMetrics(),
+                logger: Logger) throws {
+        self.metrics = metrics
         self.group = group
         self.cacheDirectory = cacheDirectory
         self.store = store
@@ -228,6 +233,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         }
         // Our own writes into cache files raise events too: they are the fill itself.
         if event.pid == ownPID {
+            metrics.requestAnswered(result: "own_write")
             answer(event, .allow)
             return
         }
@@ -241,16 +247,20 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
                 return true
             }
             if !held {
+                metrics.requestAnswered(result: "unknown_file")
                 logger.error("event for a cache file no image uses; answering EIO")
                 answer(event, .denyWithErrno(EIO))
             }
             return
         }
         let blob = file.filler.blob
+        file.lastUse.store(UInt64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         let start = event.range?.offset ?? 0
         let count = event.range?.count ?? blob.uncompressedSize
         let end = min(blob.uncompressedSize, start &+ count)
-        let logger = self.logger
+        let logger = self.logger, metrics = self.metrics
+        let began = DispatchTime.now().uptimeNanoseconds
+        metrics.requestStarted()
         Task {
             do {
                 if start < end {
@@ -258,12 +268,56 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
                     try await file.filler.fill(start ..< end)
                 }
                 self.answer(event, .allow)
+                metrics.requestFinished(result: "ok", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
                 self.unmarkIfComplete(file)
             } catch {
                 logger.error("read failed, answering EIO", metadata: ["error": "\(error)", "range": "\(start)..<\(end)"])
                 self.answer(event, .denyWithErrno(EIO))
+                metrics.requestFinished(result: "error", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
             }
         }
+    }
+
+    public func cachedBlobs() -> [CachedBlob] {
+        let attached = blobs.withLock { $0 }
+        var out: [CachedBlob] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: cacheDirectory)) ?? [] where name.hasSuffix(".blob") {
+            let blob = String(name.dropLast(5))
+            if let file = attached[blob] {
+                out.append(CachedBlob(blob: blob, bytes: (try? file.descriptor.allocatedBytes()) ?? 0,
+                                      lastUse: Double(file.lastUse.load(ordering: .relaxed)) / 1000))
+            } else if let fd = try? FileDescriptor.open("\(cacheDirectory)/\(name)", .readOnly) {
+                defer { try? fd.close() }
+                let modified = (try? FileManager.default.attributesOfItem(atPath: "\(cacheDirectory)/\(name)")[.modificationDate] as? Date)??
+                    .timeIntervalSince1970
+                out.append(CachedBlob(blob: blob, bytes: (try? fd.allocatedBytes()) ?? 0, lastUse: modified ?? 0))
+            }
+        }
+        return out
+    }
+
+    /// Detaches the cache file (forgotten by both maps, mark removed, closed) and deletes it. Its
+    /// image is not mounted, so no reader can be between an answered event and its read.
+    public func evictCachedBlob(_ blob: String) -> UInt64 {
+        let path = "\(cacheDirectory)/\(blob).blob"
+        let file = blobs.withLock { $0.removeValue(forKey: blob) }
+        var freed: UInt64 = 0
+        if let file {
+            if let identity = try? file.descriptor.identity() { _ = files.withLock { $0.removeValue(forKey: identity) } }
+            try? group.unmark(path)
+            freed = (try? file.descriptor.allocatedBytes()) ?? 0
+            try? file.descriptor.truncate(to: 0)
+            // A fill started before the unmount may still hold the descriptor: close it later, so
+            // its number cannot be reused under that fill's write.
+            let descriptor = file.descriptor
+            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { try? descriptor.close() }
+        } else if let fd = try? FileDescriptor.open(path, .readOnly) {
+            freed = (try? fd.allocatedBytes()) ?? 0
+            try? fd.close()
+        }
+        guard unlink(path) == 0 else { return 0 }
+        logger.info("evicted cache file", metadata: ["blob": "\(blob.prefix(12))", "bytes": "\(freed)"])
+        return freed
     }
 
     /// Once a cache file holds every chunk it needs no more events: removing its mark saves a
