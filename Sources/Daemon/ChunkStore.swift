@@ -1,6 +1,7 @@
 public import Blob
 import FerrySystem
 import Foundation
+import Synchronization
 
 /// The local persistent chunk store: content-addressed by the SHA-256 of a chunk's
 /// uncompressed bytes, shared by every image, surviving restarts.
@@ -12,6 +13,18 @@ import Foundation
 /// every read is verified against the digest anyway.
 public final class ChunkStore: Sendable {
     public let directory: String
+
+    /// One stored chunk, for eviction: its digest (hex), its file's size and when it was last
+    /// saved or loaded (seconds since 1970; the file's mtime for chunks of earlier runs).
+    public struct Entry: Sendable, Equatable {
+        public var digest: String
+        public var bytes: UInt64
+        public var lastUse: Double
+    }
+    /// What is stored, built by one scan on first use and kept current by save/load/remove.
+    private let index = Mutex<[String: Entry]?>(nil)
+    /// Why writes are suspended (the disk is full), or nil while the store accepts chunks.
+    private let suspension = Mutex<String?>(nil)
 
     /// Opens (creating if needed) a store rooted at `directory`.
     public init(directory: String) throws {
@@ -53,8 +66,10 @@ public final class ChunkStore: Sendable {
         guard uncompressed == chunk.uncompressedSize,
               let data = try? ChunkCodec.decode(bytes[8...], info: info, blob: "store", index: 0) else {
             try? FileManager.default.removeItem(atPath: file)
+            forget(hexString(chunk.digest))
             return nil
         }
+        touch(hexString(chunk.digest), bytes: size)
         return data
     }
 
@@ -71,8 +86,11 @@ public final class ChunkStore: Sendable {
 
     /// Stores a chunk's stored bytes (already verified by the caller). Failures (e.g. disk full)
     /// are returned, not thrown: the store is a cache, serving goes on without it.
+    /// On a full disk (`ENOSPC`, `EDQUOT`) writes are suspended: later saves are skipped until
+    /// `resumeWrites()` (after eviction made room); the error is returned once, for one log line.
     @discardableResult
     public func save(_ chunk: ChunkInfo, stored: ArraySlice<UInt8>) -> (any Error)? {
+        if suspension.withLock({ $0 }) != nil { return nil }
         let final = path(for: chunk.digest)
         if FileManager.default.fileExists(atPath: final) { return nil }
         let temp = "\(directory)/tmp/\(hexString(chunk.digest)).\(UInt64.random(in: 0...UInt64.max))"
@@ -90,10 +108,79 @@ public final class ChunkStore: Sendable {
             let dir = (final as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             if rename(temp, final) != 0 { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
+            touch(hexString(chunk.digest), bytes: UInt64(header.count + stored.count))
             return nil
         } catch {
             try? FileManager.default.removeItem(atPath: temp)
+            if case let SystemError.syscall(_, code) = error, code == ENOSPC || code == EDQUOT {
+                let first = suspension.withLock { s -> Bool in
+                    defer { s = "\(error)" }
+                    return s == nil
+                }
+                return first ? ChunkStoreError.diskFull(directory: directory, reason: "\(error)") : nil
+            }
             return error
+        }
+    }
+
+    /// Why saves are skipped (disk full), or nil.
+    public var writesSuspended: String? { suspension.withLock { $0 } }
+
+    /// Accepts chunks again (called after eviction freed space).
+    public func resumeWrites() { suspension.withLock { $0 = nil } }
+
+    /// Every stored chunk (scans the directory once per process).
+    public func entries() -> [Entry] {
+        index.withLock { index in
+            if index == nil { index = scan() }
+            return Array(index?.values ?? [:].values)
+        }
+    }
+
+    /// Total bytes of the stored chunk files.
+    public var storedBytes: UInt64 { entries().reduce(0) { $0 + $1.bytes } }
+
+    /// Removes a chunk; returns the bytes freed.
+    @discardableResult
+    public func remove(digest hex: String) -> UInt64 {
+        let file = "\(directory)/chunks/\(hex.prefix(2))/\(hex.dropFirst(2))"
+        guard unlink(file) == 0 else { return 0 }
+        return index.withLock { $0?.removeValue(forKey: hex)?.bytes ?? 0 }
+    }
+
+    private func touch(_ hex: String, bytes: UInt64) {
+        let now = Date().timeIntervalSince1970
+        index.withLock { index in
+            guard index != nil else { return }  // not scanned yet: the scan will find the file
+            index?[hex] = Entry(digest: hex, bytes: bytes, lastUse: now)
+        }
+    }
+
+    private func forget(_ hex: String) { index.withLock { _ = $0?.removeValue(forKey: hex) } }
+
+    private func scan() -> [String: Entry] {
+        var found: [String: Entry] = [:]
+        let root = directory + "/chunks"
+        for prefix in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            for rest in (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(prefix)")) ?? [] {
+                guard let attributes = try? FileManager.default.attributesOfItem(atPath: "\(root)/\(prefix)/\(rest)") else { continue }
+                let size = (attributes[.size] as? NSNumber)?.uint64Value ?? 0
+                let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                found[prefix + rest] = Entry(digest: prefix + rest, bytes: size, lastUse: modified)
+            }
+        }
+        return found
+    }
+}
+
+/// Why the chunk store stopped accepting chunks.
+public enum ChunkStoreError: Error, Sendable, CustomStringConvertible {
+    case diskFull(directory: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .diskFull(directory, reason):
+            return "the disk of the chunk store \(directory) is full (\(reason)); chunks are no longer stored (reads go on from the network) until eviction frees space — set cache_limit or run `ferry gc`"
         }
     }
 }

@@ -44,6 +44,11 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
 
     /// Whether this node shares chunks with peers (it serves, or it has peers to ask).
     public var peerSharing: Bool { peerListen != nil || !peers.isEmpty || peersFile != nil }
+    /// Bytes the chunk store and the cache files of unmounted images may use (nil: no limit).
+    /// In the file a number or a string with a K/M/G/T suffix: `"20G"`.
+    public var cacheLimit: UInt64?
+    /// `host:port` where the Prometheus metrics are also served over TCP (nil: only on the control socket).
+    public var metricsListen: String?
 
     public init() {}
 
@@ -56,6 +61,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         case peerListen = "peer_listen", peerAdvertise = "peer_advertise", peers, peersFile = "peers_file"
         case peerTimeoutMs = "peer_timeout_ms", peerRateLimit = "peer_rate_limit"
         case proxy, proxyHeaders = "proxy_headers", proxyHealthURL = "proxy_health_url"
+        case cacheLimit = "cache_limit", metricsListen = "metrics_listen"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -80,6 +86,15 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.proxy = try c.decodeIfPresent(String.self, forKey: .proxy)
         d.proxyHeaders = try c.decodeIfPresent([String].self, forKey: .proxyHeaders)
         d.proxyHealthURL = try c.decodeIfPresent(String.self, forKey: .proxyHealthURL)
+        if let number = try? c.decodeIfPresent(UInt64.self, forKey: .cacheLimit) {
+            d.cacheLimit = number
+        } else if let text = try c.decodeIfPresent(String.self, forKey: .cacheLimit) {
+            guard let bytes = parseByteCount(text) else {
+                throw DecodingError.dataCorruptedError(forKey: .cacheLimit, in: c, debugDescription: "\"\(text)\" is not a size such as 512M or 20G")
+            }
+            d.cacheLimit = bytes
+        }
+        d.metricsListen = try c.decodeIfPresent(String.self, forKey: .metricsListen)
         self = d
     }
 

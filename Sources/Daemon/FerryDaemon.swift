@@ -46,17 +46,48 @@ public final class FerryDaemon: Sendable {
     }
     private let state = Mutex(State())
     private let listener = Mutex<FileDescriptor?>(nil)
+    /// Held while mounting or unmounting and while evicting, so eviction never sees an image
+    /// attached but not yet recorded as mounted.
+    private let mountLock = NSLock()
+    /// Evicts cache entries no mounted image needs (nil: no local caches to manage).
+    public let cache: CacheManager?
+    /// Request and latency figures for `/metrics`.
+    public let metrics: DaemonMetrics
 
     public init(configuration: DaemonConfiguration, backend: any KernelBackend, resolver: @escaping ImageResolver,
-                mounter: any Mounter = KernelMounter(), logger: Logger, extraMetrics: [@Sendable () -> String] = [],
-                prefetcher: Prefetcher? = nil) {
+                mounter: any Mounter = KernelMounter(), cache: CacheManager? = nil, metrics: DaemonMetrics = DaemonMetrics(),
+                logger: Logger, extraMetrics: [@Sendable () -> String] = [], prefetcher: Prefetcher? = nil) {
         self.configuration = configuration
         self.prefetcher = prefetcher
         self.extraMetrics = extraMetrics
         self.backend = backend
         self.resolver = resolver
         self.mounter = mounter
+        self.cache = cache
+        self.metrics = metrics
         self.logger = logger
+    }
+
+    /// The chunks and blobs of every mounted image (what eviction must keep).
+    public func pinnedContent() -> PinnedContent {
+        let (images, mounts) = state.withLock { ($0.images, $0.mounts) }
+        var pinned = PinnedContent()
+        for id in Set(mounts.values.map(\.imageID)) {
+            guard let image = images[id] else { continue }
+            for blob in image.metadata.blobs {
+                pinned.blobs.insert(blob.hexDigest)
+                for chunk in blob.chunks { pinned.chunks.insert(hexString(chunk.digest)) }
+            }
+        }
+        return pinned
+    }
+
+    /// Evicts down to `target` bytes (default: the cache limit, or everything not pinned).
+    public func collectGarbage(target: UInt64? = nil) -> CacheManager.Report? {
+        guard let cache else { return nil }
+        mountLock.lock()
+        defer { mountLock.unlock() }
+        return cache.collect(pinned: pinnedContent(), target: target)
     }
 
     /// Starts the backend's loop and the control API, each on its own thread. Returns once the
@@ -71,6 +102,11 @@ public final class FerryDaemon: Sendable {
         }
         restoreRegistrations()
         backend.endRestore()
+        cache?.startPeriodic { [self] in
+            mountLock.lock()
+            defer { mountLock.unlock() }
+            return pinnedContent()
+        }
         let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
         listener.withLock { $0 = socket }
         ControlHTTP.serve(listener: socket) { [self] request in await handle(request) }
@@ -83,10 +119,24 @@ public final class FerryDaemon: Sendable {
         backend.stop()
     }
 
+    /// One line for the service manager's `STATUS=`: what is served and how.
+    public func statusLine() -> String {
+        let (images, mounts) = state.withLock { ($0.images.count, $0.mounts.count) }
+        return "serving \(mounts) mount(s) of \(images) image(s) with \(backend.name)"
+    }
+
+    /// Nil while the backend serves normally (see `ReportsHealth`); the watchdog pings only then.
+    public func healthProblem() -> String? {
+        (backend as? any ReportsHealth)?.healthProblem()
+    }
+
     /// Routes one control request.
     public func handle(_ request: ControlRequest) async -> ControlResponse {
         switch (request.method, request.path) {
         case ("GET", "/health"):
+            if let problem = healthProblem() {
+                return .json(["status": "unhealthy", "backend": backend.name, "problem": problem], status: 503)
+            }
             return .json(["status": "ok", "backend": backend.name])
         case ("GET", "/images"):
             return .json(imageSummaries())
@@ -116,6 +166,18 @@ public final class FerryDaemon: Sendable {
                 logger.error("mount failed", metadata: ["image": "\(body.image)", "error": "\(error)"])
                 return .error("\(error)", status: 500)
             }
+        case ("GET", "/cache"):
+            guard let cache else { return .json(CacheState(limit: nil, storeBytes: 0, blobCacheBytes: 0, storeWritesSuspended: false)) }
+            let usage = cache.usage()
+            return .json(CacheState(limit: cache.limit, storeBytes: usage.storeBytes, blobCacheBytes: usage.blobCacheBytes,
+                                    storeWritesSuspended: cache.storeWritesSuspended))
+        case ("POST", "/gc"):
+            struct Body: Decodable { var target: UInt64? }
+            let body = request.body.isEmpty ? nil : try? JSONDecoder().decode(Body.self, from: Data(request.body))
+            guard let report = collectGarbage(target: body?.target) else {
+                return .error("ferryd keeps no local caches (chunk_store is off and the backend has none)", status: 409)
+            }
+            return .json(report)
         case ("DELETE", "/mounts"):
             guard let path = request.query["path"] else { return .error("missing ?path=MOUNTPOINT", status: 400) }
             do {
@@ -136,6 +198,14 @@ public final class FerryDaemon: Sendable {
         }
     }
 
+    /// What `GET /cache` answers.
+    public struct CacheState: Codable, Sendable {
+        public var limit: UInt64?
+        public var storeBytes: UInt64
+        public var blobCacheBytes: UInt64
+        public var storeWritesSuspended: Bool
+    }
+
     /// What `POST /mounts` answers.
     public struct MountResult: Codable, Sendable {
         public var id: String
@@ -148,6 +218,8 @@ public final class FerryDaemon: Sendable {
     /// (fscache: in `domainID` when given, sharing blobs with the domain's other mounts).
     public func mount(image reference: String, at target: String, domainID: String? = nil,
                       prefetch: [[UInt8]] = [], prefetchAll: Bool = false) throws -> MountResult {
+        mountLock.lock()
+        defer { mountLock.unlock() }
         let canonicalTarget = (target as NSString).standardizingPath
         if state.withLock({ $0.mounts[canonicalTarget] }) != nil {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "ferryd already has a mount there")
@@ -177,6 +249,8 @@ public final class FerryDaemon: Sendable {
 
     /// Unmounts a mount made by `mount(image:at:)`.
     public func unmount(_ target: String) throws {
+        mountLock.lock()
+        defer { mountLock.unlock() }
         let canonicalTarget = (target as NSString).standardizingPath
         guard state.withLock({ $0.mounts[canonicalTarget] }) != nil else {
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "not a ferryd mount")
@@ -261,10 +335,13 @@ public final class FerryDaemon: Sendable {
         public var chunksFailed: Int
         public var cacheHits: Int
         public var storeHits: Int
+        /// Bytes of the image's blob caches on disk (cache files), shared with images using the same blobs.
+        public var cachedBytes: UInt64?
     }
 
     public func imageSummaries() -> [ImageSummary] {
         let (images, mounts) = state.withLock { ($0.images, $0.mounts) }
+        let cached = (backend as? any EvictsCachedBlobs).map { Dictionary($0.cachedBlobs().map { ($0.blob, $0.bytes) }, uniquingKeysWith: +) }
         return images.values.sorted { $0.id < $1.id }.map { image in
             let s = image.stats
             return ImageSummary(
@@ -275,7 +352,8 @@ public final class FerryDaemon: Sendable {
                 bytesRequested: s.bytesRequested.current, bytesFetched: s.bytesFetched,
                 uncompressedBytesFetched: s.uncompressedBytesFetched.current, bytesBySource: s.bytesBySource,
                 chunksVerified: s.chunksVerified.current, chunksFailed: s.chunksFailed.current,
-                cacheHits: s.cacheHits.current, storeHits: s.storeHits.current)
+                cacheHits: s.cacheHits.current, storeHits: s.storeHits.current,
+                cachedBytes: cached.map { c in image.metadata.blobs.reduce(0) { $0 + (c[$1.hexDigest] ?? 0) } })
         }
     }
 
@@ -305,6 +383,6 @@ public final class FerryDaemon: Sendable {
         metric("bytes_fetched_total", "Compressed bytes fetched, by source.", "counter", bySource)
         metric("uptime_seconds", "Seconds since ferryd started.", "gauge", [("", String(format: "%.0f", Date().timeIntervalSince(started)))])
         for more in extraMetrics { out += more() }
-        return out
+        return out + serviceMetricsText()
     }
 }

@@ -21,6 +21,8 @@ struct FerryDaemonCommand: ParsableCommand {
     @Option(help: "Kernel backend: auto, fanotify or fscache.") var backend: String?
     @Option(help: "Log level (trace … critical).") var logLevel: String?
     @Option(name: .customLong("plain-http"), help: "Registry host[:port] reached over plain HTTP (repeatable).") var plainHTTP: [String] = []
+    @Option(help: "Bytes the chunk store and cache files of unmounted images may use (e.g. 20G, 512M).") var cacheLimit: String?
+    @Option(help: "Also serve the Prometheus metrics over TCP at HOST:PORT (e.g. 127.0.0.1:9797).") var metricsListen: String?
 
     init() {}
 
@@ -38,6 +40,14 @@ struct FerryDaemonCommand: ParsableCommand {
         if let backend { configuration.backend = backend }
         if let logLevel { configuration.logLevel = logLevel }
         configuration.plainHTTP += plainHTTP
+        if let cacheLimit {
+            guard let bytes = parseByteCount(cacheLimit) else {
+                FileHandle.standardError.write(Data("ferryd: --cache-limit \(cacheLimit) is not a size such as 512M or 20G\n".utf8))
+                throw ExitCode.failure
+            }
+            configuration.cacheLimit = bytes
+        }
+        if let metricsListen { configuration.metricsListen = metricsListen }
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -45,15 +55,26 @@ struct FerryDaemonCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "ferryd")
+        // Descriptors a service manager passed back (its store), and the link to it, if any.
+        let inherited = SystemdListenDescriptors.take()
+        let service = SystemdService.fromEnvironment(logger: logger)
         do {
-            let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger)
+            let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
+                                                 holdGroupInProcess: !service.isActive)
             try daemon.start()
+            if let address = configuration.metricsListen { try MetricsListener.start(address, daemon: daemon, logger: logger) }
+            // The backend is bound and the control socket listens: hand the kernel descriptors to
+            // the store first (a crash right after READY keeps them), then READY=1.
+            service.storeDescriptors(of: daemon.backend)
+            service.ready(status: daemon.statusLine())
+            service.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
             // Serve until SIGTERM/SIGINT; mounts stay (the kernel keeps them), a restarted ferryd serves them again.
             let signals = [SIGTERM, SIGINT].map { sig -> any DispatchSourceSignal in
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
                 source.setEventHandler {
                     logger.info("stopping on signal \(sig)")
+                    service.stopping(status: "finishing requests in flight; mounts stay for the next ferryd")
                     daemon.stop()
                     Foundation.exit(0)
                 }
@@ -84,16 +105,25 @@ public func runFerryDaemon() {
 
 /// Builds a daemon from a configuration: chunk store, backend, image resolver.
 enum DaemonAssembly {
-    static func make(configuration: DaemonConfiguration, logger: Logger) throws -> FerryDaemon {
+    /// - Parameters:
+    ///   - inherited: descriptors passed by the service manager (`LISTEN_FDNAMES` names).
+    ///   - holdGroupInProcess: without a service manager, a holder process keeps the fanotify
+    ///     group between ferryd processes; under systemd its descriptor store does (a holder
+    ///     would die with the service's cgroup anyway).
+    static func make(configuration: DaemonConfiguration, logger: Logger, inherited: [(name: String, fd: FileDescriptor)] = [],
+                     holdGroupInProcess: Bool = true) throws -> FerryDaemon {
         let state = configuration.stateDirectory
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
+        let metrics = DaemonMetrics()
         let backend: any KernelBackend
         switch try BackendChoice.resolve(configuration.backend, stateDirectory: state) {
         case .fanotify:
-            backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, logger: logger)
+            backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, metrics: metrics,
+                                              inherited: inherited, holdGroupInProcess: holdGroupInProcess, logger: logger)
         case .fscache:
-            backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, logger: logger)
+            backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits,
+                                             inherited: inherited, holdDeviceInProcess: holdGroupInProcess, logger: logger)
         }
         let proxy = configuration.proxy.map { url in
             BlobProxyOptions(url: url, headers: configuration.proxyHeaders ?? BlobProxyOptions.dragonflyHeaders,
@@ -110,8 +140,11 @@ enum DaemonAssembly {
             try ImageResolution.resolve(reference, stateDirectory: state, client: client, peers: peers)
         }
         let prefetcher = store.map { Prefetcher(store: $0, logger: logger) }
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, logger: logger, extraMetrics: extraMetrics,
-                           prefetcher: prefetcher)
+        let blobCaches = backend as? any EvictsCachedBlobs
+        let cache = store == nil && blobCaches == nil ? nil
+            : CacheManager(limit: configuration.cacheLimit, store: store, blobCaches: blobCaches, logger: logger)
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, cache: cache, metrics: metrics,
+                           logger: logger, extraMetrics: extraMetrics, prefetcher: prefetcher)
     }
 
     /// Peer sharing, when configured: the peer set, the libcurl transport, and the server on
@@ -165,10 +198,17 @@ func proxyMetricsText(_ statistics: BlobProxyStatistics?) -> String {
 }
 
 extension DaemonAssembly {
-    static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, logger: Logger) throws -> any KernelBackend {
+    static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, metrics: DaemonMetrics,
+                                    inherited: [(name: String, fd: FileDescriptor)], holdGroupInProcess: Bool,
+                                    logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/fanotify-group.sock"
         let group: FanotifyGroup
-        if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
+        if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.fanotifyGroup }) {
+            group = FanotifyGroup(adopting: stored.fd)
+            let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+            logger.notice("took over the fanotify group from the service manager's descriptor store",
+                          metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+        } else if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
             group = inherited
             let orphans = FanotifyGroupHolder.answerOrphans(of: group)
             logger.notice("took over the fanotify group of a previous ferryd",
@@ -180,17 +220,23 @@ extension DaemonAssembly {
                 throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
             }
             try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
-            try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket)
+            if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
         }
-        return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits, logger: logger)
+        return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits,
+                                   metrics: metrics, logger: logger)
     }
 
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous
     /// ferryd left with the holder process (then `restore` re-sends what it had not answered).
-    static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, logger: Logger) throws -> any KernelBackend {
+    static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits,
+                                   inherited: [(name: String, fd: FileDescriptor)], holdDeviceInProcess: Bool,
+                                   logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/cachefiles-device.sock"
         let device: CachefilesDevice
-        if let inherited = FanotifyGroupHolder.fetchDescriptor(socketPath: holderSocket) {
+        if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.cachefiles }) {
+            device = CachefilesDevice(adopting: stored.fd)
+            logger.notice("took over /dev/cachefiles from the service manager's descriptor store")
+        } else if let inherited = FanotifyGroupHolder.fetchDescriptor(socketPath: holderSocket) {
             device = CachefilesDevice(adopting: FileDescriptor(rawValue: inherited.rawValue, name: "/dev/cachefiles (taken over)"))
             logger.notice("took over /dev/cachefiles from a previous ferryd")
         } else {
@@ -203,7 +249,7 @@ extension DaemonAssembly {
                 throw DaemonError.backendUnavailable(
                     "fscache backend unavailable (needs /dev/cachefiles with CONFIG_CACHEFILES_ONDEMAND, and \(cache) on a filesystem with xattrs and direct I/O): \(error)")
             }
-            try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket)
+            if holdDeviceInProcess { try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket) }
         }
         return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, logger: logger)
     }
@@ -228,6 +274,24 @@ enum BackendChoice {
         default:
             throw DaemonError.backendUnavailable("unknown backend \"\(name)\" (auto, fanotify or fscache)")
         }
+    }
+}
+
+/// `--metrics-listen HOST:PORT`: the control API's `/metrics` (and nothing else) over TCP.
+enum MetricsListener {
+    static func start(_ address: String, daemon: FerryDaemon, logger: Logger) throws {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            throw DaemonError.configuration("metrics_listen \"\(address)\" is not HOST:PORT (e.g. 127.0.0.1:9797)")
+        }
+        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let (socket, bound) = try TCPSocket.listen(host: host, port: port)
+        ControlHTTP.serve(listener: socket) { request in
+            guard request.method == "GET", request.path == "/metrics" else {
+                return .error("only GET /metrics is served here", status: 404)
+            }
+            return ControlResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(daemon.metricsText().utf8))
+        }
+        logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
     }
 }
 

@@ -11,7 +11,7 @@ import Synchronization
 /// the group, ferryd fills the range (verified chunks, written in place) and answers
 /// `FAN_ALLOW`, or denies with `EIO` when the data cannot be had: a reader never sees an
 /// unfilled range.
-public final class FanotifyBackend: KernelBackend {
+public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth, EvictsCachedBlobs {
     public let name = "fanotify"
     private let group: FanotifyGroup
     private let cacheDirectory: String
@@ -19,12 +19,23 @@ public final class FanotifyBackend: KernelBackend {
     private let gate: FetchGate
     private let limits: FillLimits
     private let logger: Logger
+    private let metrics: DaemonMetrics
     private let ownPID = ProcessInfoRaw.pid
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
     private let blobs = Mutex<[String: CacheFile]>([:])
-    private let stopping = Atomic<Bool>(false)
     /// Events for files not (yet) attached, held while a restarted ferryd re-attaches its images.
     private let parked = Mutex<[FanotifyEvent]?>(nil)
+    /// Set under this lock once `stop()` began: no event is read from the group after it, so
+    /// every event still queued in the kernel is left to the successor.
+    private let readingClosed = Mutex<Bool>(false)
+    /// Permission events read and not answered yet.
+    private let unanswered = Atomic<Int>(0)
+    /// Bumped on every turn of the event loop (at least every `loopTickMilliseconds`).
+    private let loopTurns = Atomic<UInt64>(0)
+    private let loopEnded = Atomic<Bool>(false)
+    private let lastHealthCheck = Mutex<(turns: UInt64, at: UInt64)>((0, 0))
+    /// How long the loop waits for events before turning anyway (its heartbeat).
+    static let loopTickMilliseconds: Int32 = 250
 
     /// A blob's cache file and the filler that writes it.
     final class CacheFile: Sendable {
@@ -33,6 +44,8 @@ public final class FanotifyBackend: KernelBackend {
         let filler: BlobFiller
         /// Set once every chunk is present and the mark is removed: reads then raise no events.
         let complete = Atomic<Bool>(false)
+        /// Milliseconds since 1970 of the last kernel request for this file (LRU eviction).
+        let lastUse = Atomic<UInt64>(UInt64(Date().timeIntervalSince1970 * 1000))
         init(path: String, descriptor: FileDescriptor, filler: BlobFiller) {
             self.path = path
             self.descriptor = descriptor
@@ -42,7 +55,9 @@ public final class FanotifyBackend: KernelBackend {
 
     /// - Parameter group: a pre-content group; pass one inherited from a previous ferryd to take
     ///   over its marks (pending events are then re-read and served).
-    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(), logger: Logger) throws {
+    public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
+                metrics: DaemonMetrics = DaemonMetrics(), logger: Logger) throws {
+        self.metrics = metrics
         self.group = group
         self.cacheDirectory = cacheDirectory
         self.store = store
@@ -58,6 +73,30 @@ public final class FanotifyBackend: KernelBackend {
 
     /// The group's descriptor (to hand to a successor or a holder process).
     public var groupDescriptor: FileDescriptor { group.descriptor }
+
+    /// The group fd, stored as `fanotify-group`: the kernel keeps the marks and queues events
+    /// while any process (the service manager's store, the holder) holds it.
+    public var descriptorsToKeep: [(name: String, fd: FileDescriptor)] { [(HandedOverDescriptor.fanotifyGroup, group.descriptor)] }
+
+    /// Permission events read and not yet answered.
+    public var unansweredEvents: Int { unanswered.load(ordering: .relaxed) }
+
+    /// Unhealthy when the loop has ended, or has not turned for 4 ticks although it wakes every tick.
+    public func healthProblem() -> String? {
+        if loopEnded.load(ordering: .relaxed) { return "fanotify event loop ended" }
+        let now = Self.monotonicMilliseconds()
+        let turns = loopTurns.load(ordering: .relaxed)
+        return lastHealthCheck.withLock { last -> String? in
+            if turns != last.turns || last.at == 0 {
+                last = (turns, now)
+                return nil
+            }
+            let stalled = now - last.at
+            return stalled > UInt64(4 * Self.loopTickMilliseconds) ? "fanotify event loop stuck for \(stalled) ms" : nil
+        }
+    }
+
+    static func monotonicMilliseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
 
     /// Blob cache files are shared by every mount (a domain changes nothing here).
     public func detach(_ image: RegisteredImage, mount: MountRequest) {}
@@ -141,27 +180,43 @@ public final class FanotifyBackend: KernelBackend {
         return present
     }
 
-    /// Reads permission events through io_uring and answers each one.
+    /// Reads permission events and answers each one. The group is non-blocking and polled with a
+    /// timeout, so the loop turns at least every tick (the watchdog's heartbeat) and `stop()`
+    /// can close reading between two reads without losing an event.
     public func run() throws {
-        let ring = try IORing(entries: 8)
-        let buffer = try AlignedBuffer(count: 64 * 1024)
-        while !stopping.load(ordering: .relaxed) {
-            try ring.read(group.descriptor, into: buffer, at: 0, token: 1)
-            _ = try ring.submit()
-            guard let completion = try ring.completions(waitingFor: 1).first else { continue }
-            if completion.result < 0 {
-                if completion.result == -EINTR || completion.result == -EAGAIN { continue }
-                if stopping.load(ordering: .relaxed) { break }
-                throw SystemError.syscall("read fanotify group", errno: -completion.result)
+        defer { loopEnded.store(true, ordering: .relaxed) }
+        try group.descriptor.setNonBlocking()
+        while true {
+            loopTurns.add(1, ordering: .relaxed)
+            guard try group.descriptor.waitReadable(timeoutMilliseconds: Self.loopTickMilliseconds) else {
+                if readingClosed.withLock({ $0 }) { return }
+                continue
             }
-            let events = try FanotifyEvent.parse(buffer.bytes(0 ..< Int(completion.result))[...])
+            // Reading and counting happen under the lock `stop()` takes: an event is either read
+            // here and answered by this process, or left in the kernel queue for the successor.
+            let events: [FanotifyEvent]? = try readingClosed.withLock { closed in
+                if closed { return nil }
+                let events = try group.readEvents(bufferSize: 64 * 1024)
+                unanswered.add(events.filter { $0.isPermissionEvent && $0.fd >= 0 }.count, ordering: .relaxed)
+                return events
+            }
+            guard let events else { return }
             for event in events { handle(event) }
         }
     }
 
+    /// Graceful stop: no further event is read (queued ones wait in the kernel for the next
+    /// ferryd), and the ones already read are answered first, for up to `drainSeconds`.
     public func stop() {
-        stopping.store(true, ordering: .relaxed)
+        readingClosed.withLock { $0 = true }
+        let deadline = Self.monotonicMilliseconds() + UInt64(drainSeconds * 1000)
+        while unanswered.load(ordering: .relaxed) > 0, Self.monotonicMilliseconds() < deadline { usleep(5_000) }
+        let left = unanswered.load(ordering: .relaxed)
+        if left > 0 { logger.error("stopping with unanswered requests (the next ferryd answers them EIO)", metadata: ["count": "\(left)"]) }
     }
+
+    /// How long `stop()` waits for requests already read.
+    public let drainSeconds = 20.0
 
     public func beginRestore() {
         parked.withLock { $0 = [] }
@@ -183,6 +238,7 @@ public final class FanotifyBackend: KernelBackend {
         }
         // Our own writes into cache files raise events too: they are the fill itself.
         if event.pid == ownPID {
+            metrics.requestAnswered(result: "own_write")
             answer(event, .allow)
             return
         }
@@ -196,16 +252,20 @@ public final class FanotifyBackend: KernelBackend {
                 return true
             }
             if !held {
+                metrics.requestAnswered(result: "unknown_file")
                 logger.error("event for a cache file no image uses; answering EIO")
                 answer(event, .denyWithErrno(EIO))
             }
             return
         }
         let blob = file.filler.blob
+        file.lastUse.store(UInt64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         let start = event.range?.offset ?? 0
         let count = event.range?.count ?? blob.uncompressedSize
         let end = min(blob.uncompressedSize, start &+ count)
-        let logger = self.logger
+        let logger = self.logger, metrics = self.metrics
+        let began = DispatchTime.now().uptimeNanoseconds
+        metrics.requestStarted()
         Task {
             do {
                 if start < end {
@@ -213,12 +273,56 @@ public final class FanotifyBackend: KernelBackend {
                     try await file.filler.fill(start ..< end)
                 }
                 self.answer(event, .allow)
+                metrics.requestFinished(result: "ok", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
                 self.unmarkIfComplete(file)
             } catch {
                 logger.error("read failed, answering EIO", metadata: ["error": "\(error)", "range": "\(start)..<\(end)"])
                 self.answer(event, .denyWithErrno(EIO))
+                metrics.requestFinished(result: "error", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
             }
         }
+    }
+
+    public func cachedBlobs() -> [CachedBlob] {
+        let attached = blobs.withLock { $0 }
+        var out: [CachedBlob] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: cacheDirectory)) ?? [] where name.hasSuffix(".blob") {
+            let blob = String(name.dropLast(5))
+            if let file = attached[blob] {
+                out.append(CachedBlob(blob: blob, bytes: (try? file.descriptor.allocatedBytes()) ?? 0,
+                                      lastUse: Double(file.lastUse.load(ordering: .relaxed)) / 1000))
+            } else if let fd = try? FileDescriptor.open("\(cacheDirectory)/\(name)", .readOnly) {
+                defer { try? fd.close() }
+                let modified = (try? FileManager.default.attributesOfItem(atPath: "\(cacheDirectory)/\(name)")[.modificationDate] as? Date)??
+                    .timeIntervalSince1970
+                out.append(CachedBlob(blob: blob, bytes: (try? fd.allocatedBytes()) ?? 0, lastUse: modified ?? 0))
+            }
+        }
+        return out
+    }
+
+    /// Detaches the cache file (forgotten by both maps, mark removed, closed) and deletes it. Its
+    /// image is not mounted, so no reader can be between an answered event and its read.
+    public func evictCachedBlob(_ blob: String) -> UInt64 {
+        let path = "\(cacheDirectory)/\(blob).blob"
+        let file = blobs.withLock { $0.removeValue(forKey: blob) }
+        var freed: UInt64 = 0
+        if let file {
+            if let identity = try? file.descriptor.identity() { _ = files.withLock { $0.removeValue(forKey: identity) } }
+            try? group.unmark(path)
+            freed = (try? file.descriptor.allocatedBytes()) ?? 0
+            try? file.descriptor.truncate(to: 0)
+            // A fill started before the unmount may still hold the descriptor: close it later, so
+            // its number cannot be reused under that fill's write.
+            let descriptor = file.descriptor
+            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { try? descriptor.close() }
+        } else if let fd = try? FileDescriptor.open(path, .readOnly) {
+            freed = (try? fd.allocatedBytes()) ?? 0
+            try? fd.close()
+        }
+        guard unlink(path) == 0 else { return 0 }
+        logger.info("evicted cache file", metadata: ["blob": "\(blob.prefix(12))", "bytes": "\(freed)"])
+        return freed
     }
 
     /// Once a cache file holds every chunk it needs no more events: removing its mark saves a
@@ -235,6 +339,7 @@ public final class FanotifyBackend: KernelBackend {
     }
 
     private func answer(_ event: FanotifyEvent, _ response: FanotifyResponse) {
+        defer { if event.isPermissionEvent && event.fd >= 0 { unanswered.subtract(1, ordering: .relaxed) } }
         do {
             try group.finish(event, response)
         } catch {

@@ -16,7 +16,7 @@ import Synchronization
 /// Cookie keys: an image's primary cookie is its fsid (its bootstrap); a blob's is the 64-hex
 /// device-slot tag the converter wrote (its digest). Volume key: `erofs,<domain_id or fsid>`.
 /// See `Kernel-Notes/cachefiles-ondemand.md`.
-public final class FscacheBackend: KernelBackend {
+public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
     public let name = "fscache"
     private let device: CachefilesDevice
     private let ring: RingService
@@ -52,6 +52,9 @@ public final class FscacheBackend: KernelBackend {
 
     /// The device descriptor (to hand to a successor or a holder process).
     public var deviceDescriptor: FileDescriptor { device.descriptor }
+
+    /// The bound `/dev/cachefiles`, stored as `cachefiles`: closing its last descriptor kills the cache.
+    public var descriptorsToKeep: [(name: String, fd: FileDescriptor)] { [(HandedOverDescriptor.cachefiles, device.descriptor)] }
 
     /// The fsid of a mount: stable for an image at a mountpoint (a restarted ferryd recomputes it
     /// and recognises the kernel's re-sent OPENs), distinct between mountpoints (the kernel
