@@ -80,7 +80,7 @@ final class CountingFront {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 {
+        for _ in 0..<600 {  // up to 30 s: CI runs many suites at once on two cores
             if (try? Shell.run(["curl", "-sf", "http://\(host)/v2/"]))?.status == 0,
                (try? Shell.run(["curl", "-sf", "http://127.0.0.1:\(statsPort)/"]))?.status == 0 { return }
             usleep(50_000)

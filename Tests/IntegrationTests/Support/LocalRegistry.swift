@@ -27,7 +27,7 @@ final class LocalRegistry {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<100 {
+        for _ in 0..<600 {  // up to 30 s: CI runs many suites at once on two cores
             if (try? Shell.run(["curl", "-sf", "http://\(host)/v2/"]))?.status == 0 { return }
             usleep(50_000)
         }
