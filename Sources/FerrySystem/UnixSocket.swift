@@ -1,4 +1,5 @@
 internal import CFerry
+internal import Glibc
 
 /// Stream sockets in the Unix domain, for ferryd's control API.
 public enum UnixSocket {
