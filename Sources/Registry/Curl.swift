@@ -77,6 +77,8 @@ typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
 private final class TransferState {
     var status = 0
     var headers = HTTPHeaders()
+    /// The blank line after the last response's headers arrived.
+    var headersComplete = false
     var errorBody: [UInt8] = []
     var handlerError: (any Error)?
     var stoppedEarly = false
@@ -228,7 +230,12 @@ final class CurlEasy: @unchecked Sendable {
         let code = curl_easy_perform(handle)
         if state.cancelled { throw CancellationError() }
         if let error = state.handlerError { throw error }
-        if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) {
+        // An error answer whose body was cut short still carries its status: distribution 2.8
+        // answers an unsatisfiable Range with 416 and the blob's Content-Length, then closes
+        // after a 33-byte message. Retrying that as a transport failure would only repeat it.
+        let truncatedErrorAnswer = (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR)
+            && state.headersComplete && state.status >= 300
+        if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) && !truncatedErrorAnswer {
             var message = String(cString: errorBuffer)
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
             throw CurlFailure(code: Int(code.rawValue), message: message)
@@ -238,6 +245,7 @@ final class CurlEasy: @unchecked Sendable {
         let effectiveURL = effective.map { String(cString: $0) } ?? spec.url
         var status = 0
         _ = cferry_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if status == 0 { status = state.status }
         return CurlResponse(status: status, headers: state.headers, effectiveURL: effectiveURL,
                             errorBody: state.errorBody, stoppedEarly: state.stoppedEarly)
     }
@@ -249,8 +257,11 @@ extension TransferState {
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or "100 Continue"): start over.
             headers = HTTPHeaders()
+            headersComplete = false
             let parts = line.split(separator: " ", maxSplits: 2)
             status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        } else if line.isEmpty {
+            headersComplete = true
         } else if let colon = line.firstIndex(of: ":") {
             let name = line[..<colon].trimmingCharacters(in: [" ", "\t"])
             let value = line[line.index(after: colon)...].trimmingCharacters(in: [" ", "\t"])
