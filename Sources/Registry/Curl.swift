@@ -38,6 +38,8 @@ struct CurlRequestSpec: Sendable {
     /// False: open a fresh connection and close it afterwards (used by the benchmark).
     var reuseConnection = true
     var userAgent = "ferry"
+    /// Told the number of body bytes handed to curl so far, for `.file` uploads.
+    var uploadProgress: (@Sendable (UInt64) -> Void)?
 }
 
 /// What a finished transfer looked like on the wire.
@@ -85,6 +87,7 @@ private final class TransferState {
     var body: CurlBodyHandler?
     var upload: CurlUploadBody = .none
     var uploadSent: UInt64 = 0
+    var uploadProgress: (@Sendable (UInt64) -> Void)?
     let isCancelled: @Sendable () -> Bool
     var cancelled = false
 
@@ -124,6 +127,7 @@ final class CurlEasy: @unchecked Sendable {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
         let state = TransferState(body: body, upload: spec.body, isCancelled: isCancelled)
+        state.uploadProgress = spec.uploadProgress
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for line in spec.headers { headerList = curl_slist_append(headerList, line) }
@@ -294,6 +298,7 @@ extension TransferState {
             let chunk = try fd.read(at: offset + uploadSent, count: Int(min(UInt64(max), remaining)))
             if chunk.isEmpty { handlerError = RegistryError.io(path: fd.name, reason: "file ended early"); return nil }
             uploadSent += UInt64(chunk.count)
+            uploadProgress?(uploadSent)
             return chunk
         } catch {
             handlerError = error

@@ -156,7 +156,22 @@ extension RegistryClient {
                            progress: (@Sendable (UInt64) -> Void)?, cancel: CancellationFlag) throws -> UInt64 {
         let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "blob \(digest)")
         guard digest.algorithm == "sha256" else { throw RegistryError.invalidResponse(target, reason: "only sha256 blobs can be verified") }
-        return try withPullSources(ref, object: target.object) { host, policy in
+        report(.pull, ref, digest, .started(total: expectedSize.map { UInt64(max(0, $0)) }))
+        do {
+            let written = try fetchBlobAttempts(ref, digest: digest, to: path, expectedSize: expectedSize, progress: progress,
+                                                target: target, cancel: cancel)
+            report(.pull, ref, digest, .finished(bytes: written, skipped: false))
+            return written
+        } catch {
+            report(.pull, ref, digest, .failed)
+            throw error
+        }
+    }
+
+    private func fetchBlobAttempts(_ ref: RegistryReference, digest: Digest, to path: String, expectedSize: Int64?,
+                                   progress: (@Sendable (UInt64) -> Void)?, target: RegistryTarget,
+                                   cancel: CancellationFlag) throws -> UInt64 {
+        try withPullSources(ref, object: target.object) { host, policy in
             let file = try ioCall(path) { try FileDescriptor.open(path, .createTruncate) }
             defer { try? file.close() }
             var hasher = SHA256()
@@ -188,6 +203,7 @@ extension RegistryClient {
                         throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
                     }
                     progress?(written)
+                    self.report(.pull, ref, digest, .progressed(bytes: written))
                     return true
                 })
             }

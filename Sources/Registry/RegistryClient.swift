@@ -1,4 +1,4 @@
-import OCI
+public import OCI
 import FerrySystem
 import Foundation
 public import Logging
@@ -16,12 +16,20 @@ public final class RegistryClient: Sendable {
     let auth: Authenticator
     let redirects = RedirectCache()
     let logger: Logger
+    let observer: (any TransferObserver)?
 
-    public init(options: RegistryOptions = RegistryOptions(), logger: Logger = Logger(label: "ferry.registry")) {
+    /// - Parameter observer: told about each blob pulled with `fetchBlob` or pushed with `pushBlob`.
+    public init(options: RegistryOptions = RegistryOptions(), logger: Logger = Logger(label: "ferry.registry"),
+                observer: (any TransferObserver)? = nil) {
         self.options = options
         pool = HandlePool()
         auth = Authenticator(options: options, pool: pool)
         self.logger = logger
+        self.observer = observer
+    }
+
+    func report(_ direction: TransferEvent.Direction, _ ref: RegistryReference, _ digest: Digest, _ phase: TransferEvent.Phase) {
+        observer?.observe(TransferEvent(direction: direction, repository: ref.repository, digest: digest, phase: phase))
     }
 
     /// Checks that `host` speaks the v2 API (`GET /v2/`), authenticating if it asks to.
@@ -54,6 +62,8 @@ public final class RegistryClient: Sendable {
         var idempotent = true
         /// False for pre-signed storage URLs, which must not get registry credentials.
         var authenticate = true
+        /// Bytes of a file body sent so far.
+        var uploadProgress: (@Sendable (UInt64) -> Void)?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -74,6 +84,7 @@ public final class RegistryClient: Sendable {
                 headers += extra
                 var spec = options.requestSpec(method: call.method, url: call.url, headers: headers, body: call.body, timeout: call.timeout)
                 spec.followRedirects = call.followRedirects
+                spec.uploadProgress = call.uploadProgress
                 let response: CurlResponse
                 do {
                     response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }
