@@ -42,7 +42,8 @@ struct Convert: ParsableCommand {
             options.chunkDictionaries = try chunkDict.map { try FerryImage.open(try ImageReference(parsing: $0)).chunkDictionary() }
             _ = try options.chunkSizeLog2()
 
-            let client = RegistryClient(options: registry.options())
+            let progress = TransferProgress(drawing: json ? false : nil)
+            let client = try registry.client(observer: progress)
             let scratch = try makeScratchDirectory()
             defer { try? FileManager.default.removeItem(atPath: scratch) }
             let sourceReference = try ImageReference(parsing: source)
@@ -60,7 +61,7 @@ struct Convert: ParsableCommand {
                 do {
                     let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
                     try output.commit(converted, workDirectory: work)
-                    printSummary(converted, seconds: Date().timeIntervalSince(started))
+                    printSummary(converted, seconds: Date().timeIntervalSince(started), transfer: progress.totals)
                 } catch {
                     try? FileManager.default.removeItem(atPath: work)
                     throw error
@@ -70,14 +71,14 @@ struct Convert: ParsableCommand {
                 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
                 let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
                 try RegistryPush.push(converted, to: ref, client: client)
-                printSummary(converted, seconds: Date().timeIntervalSince(started))
+                printSummary(converted, seconds: Date().timeIntervalSince(started), transfer: progress.totals)
             case .dockerArchive:
                 throw ValidationError("target \(target): docker-archive: is a source only; write oci:DIR[:TAG] or docker://…")
             }
         }
     }
 
-    private func printSummary(_ image: ConvertedImage, seconds: Double) {
+    private func printSummary(_ image: ConvertedImage, seconds: Double, transfer: TransferTotals) {
         let s = image.summary
         if json {
             struct Output: Encodable {
@@ -86,9 +87,10 @@ struct Convert: ParsableCommand {
                 var blobs: [String]
                 var seconds: Double
                 var summary: ConversionSummary
+                var transfer: TransferTotals
             }
             let out = Output(manifest: image.manifestDigest.description, bootstrap: image.bootstrapDescriptor.digest.description,
-                             blobs: image.blobs.map(\.descriptor.digest.description), seconds: seconds, summary: s)
+                             blobs: image.blobs.map(\.descriptor.digest.description), seconds: seconds, summary: s, transfer: transfer)
             if let bytes = try? CanonicalJSON.encode(out) { print(String(decoding: bytes, as: UTF8.self)) }
             return
         }

@@ -41,6 +41,8 @@ struct CurlRequestSpec: Sendable {
     /// An HTTP proxy URL for this request; "" forces no proxy (not even one from the
     /// environment); nil leaves libcurl's default (the `http_proxy` family of variables).
     var proxy: String?
+    /// Told the number of body bytes handed to curl so far, for `.file` uploads.
+    var uploadProgress: (@Sendable (UInt64) -> Void)?
 }
 
 /// What a finished transfer looked like on the wire.
@@ -80,12 +82,15 @@ typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
 private final class TransferState {
     var status = 0
     var headers = HTTPHeaders()
+    /// The blank line after the last response's headers arrived.
+    var headersComplete = false
     var errorBody: [UInt8] = []
     var handlerError: (any Error)?
     var stoppedEarly = false
     var body: CurlBodyHandler?
     var upload: CurlUploadBody = .none
     var uploadSent: UInt64 = 0
+    var uploadProgress: (@Sendable (UInt64) -> Void)?
     let isCancelled: @Sendable () -> Bool
     var cancelled = false
 
@@ -125,6 +130,7 @@ final class CurlEasy: @unchecked Sendable {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
         let state = TransferState(body: body, upload: spec.body, isCancelled: isCancelled)
+        state.uploadProgress = spec.uploadProgress
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for line in spec.headers { headerList = curl_slist_append(headerList, line) }
@@ -232,7 +238,12 @@ final class CurlEasy: @unchecked Sendable {
         let code = curl_easy_perform(handle)
         if state.cancelled { throw CancellationError() }
         if let error = state.handlerError { throw error }
-        if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) {
+        // An error answer whose body was cut short still carries its status: distribution 2.8
+        // answers an unsatisfiable Range with 416 and the blob's Content-Length, then closes
+        // after a 33-byte message. Retrying that as a transport failure would only repeat it.
+        let truncatedErrorAnswer = (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR)
+            && state.headersComplete && state.status >= 300
+        if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) && !truncatedErrorAnswer {
             var message = String(cString: errorBuffer)
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
             throw CurlFailure(code: Int(code.rawValue), message: message)
@@ -242,6 +253,7 @@ final class CurlEasy: @unchecked Sendable {
         let effectiveURL = effective.map { String(cString: $0) } ?? spec.url
         var status = 0
         _ = cferry_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if status == 0 { status = state.status }
         return CurlResponse(status: status, headers: state.headers, effectiveURL: effectiveURL,
                             errorBody: state.errorBody, stoppedEarly: state.stoppedEarly)
     }
@@ -253,8 +265,11 @@ extension TransferState {
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or "100 Continue"): start over.
             headers = HTTPHeaders()
+            headersComplete = false
             let parts = line.split(separator: " ", maxSplits: 2)
             status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        } else if line.isEmpty {
+            headersComplete = true
         } else if let colon = line.firstIndex(of: ":") {
             let name = line[..<colon].trimmingCharacters(in: [" ", "\t"])
             let value = line[line.index(after: colon)...].trimmingCharacters(in: [" ", "\t"])
@@ -287,6 +302,7 @@ extension TransferState {
             let chunk = try fd.read(at: offset + uploadSent, count: Int(min(UInt64(max), remaining)))
             if chunk.isEmpty { handlerError = RegistryError.io(path: fd.name, reason: "file ended early"); return nil }
             uploadSent += UInt64(chunk.count)
+            uploadProgress?(uploadSent)
             return chunk
         } catch {
             handlerError = error

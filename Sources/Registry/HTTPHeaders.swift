@@ -39,6 +39,15 @@ struct ContentRange: Equatable, Sendable {
     }
 }
 
+extension ContentRange {
+    /// The complete length in an unsatisfied-range answer, `bytes */LENGTH` (RFC 9110 §14.4).
+    static func unsatisfiedLength(header: String) -> UInt64? {
+        let text = header.trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix("bytes */") else { return nil }
+        return UInt64(text.dropFirst(8))
+    }
+}
+
 /// Resolves a `Location` header against the URL it came with (absolute, or absolute path).
 func resolveLocation(_ location: String, against base: String) -> String {
     if location.hasPrefix("http://") || location.hasPrefix("https://") { return location }

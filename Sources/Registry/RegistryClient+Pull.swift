@@ -109,7 +109,8 @@ extension RegistryClient {
     }
 
     /// Reads exactly the bytes `range` of a blob (a `Range` request; a server that ignores
-    /// Range and answers 200 is handled by skipping). Reuses a storage-backend redirect from an
+    /// Range and answers 200 is handled by skipping, up to `options.maxSkippedPrefix`). A range
+    /// past the end of the blob throws `RegistryError.rangeNotSatisfiable`. Reuses a storage-backend redirect from an
     /// earlier read until it expires or fails. `timeout` bounds the whole request (default:
     /// `options.rangeRequestTimeout`).
     public func readRange(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>,
@@ -155,7 +156,22 @@ extension RegistryClient {
                            progress: (@Sendable (UInt64) -> Void)?, cancel: CancellationFlag) throws -> UInt64 {
         let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "blob \(digest)")
         guard digest.algorithm == "sha256" else { throw RegistryError.invalidResponse(target, reason: "only sha256 blobs can be verified") }
-        return try withPullSources(ref, object: target.object) { host, policy in
+        report(.pull, ref, digest, .started(total: expectedSize.map { UInt64(max(0, $0)) }))
+        do {
+            let written = try fetchBlobAttempts(ref, digest: digest, to: path, expectedSize: expectedSize, progress: progress,
+                                                target: target, cancel: cancel)
+            report(.pull, ref, digest, .finished(bytes: written, skipped: false))
+            return written
+        } catch {
+            report(.pull, ref, digest, .failed)
+            throw error
+        }
+    }
+
+    private func fetchBlobAttempts(_ ref: RegistryReference, digest: Digest, to path: String, expectedSize: Int64?,
+                                   progress: (@Sendable (UInt64) -> Void)?, target: RegistryTarget,
+                                   cancel: CancellationFlag) throws -> UInt64 {
+        try withPullSources(ref, object: target.object) { host, policy in
             let file = try ioCall(path) { try FileDescriptor.open(path, .createTruncate) }
             defer { try? file.close() }
             var hasher = SHA256()
@@ -187,6 +203,7 @@ extension RegistryClient {
                         throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
                     }
                     progress?(written)
+                    self.report(.pull, ref, digest, .progressed(bytes: written))
                     return true
                 })
             }
@@ -264,17 +281,23 @@ extension RegistryClient {
         return response.map { (200..<300).contains($0.status) } ?? false
     }
 
+    /// One ranged GET. A 206 must start at the range's first byte; a 200 (the server ignored
+    /// Range) is read from its start, skipping at most `options.maxSkippedPrefix` bytes, and cut
+    /// off as soon as the range is complete. A range past the end is `rangeNotSatisfiable`.
     private func rangeRequest(_ call: Call, range: Range<UInt64>, cancel: CancellationFlag) throws -> (bytes: [UInt8], effectiveURL: String) {
         let count = Int(range.upperBound - range.lowerBound)
+        let limit = options.maxSkippedPrefix
         var out: [UInt8] = []
         var skip: UInt64 = 0
         var started = false
+        var total: UInt64?
         let target = call.target
         let response = try send(call, cancel: cancel) {
             out.removeAll(keepingCapacity: true)
             out.reserveCapacity(count)
             started = false
             skip = 0
+            total = nil
             return (["Range: bytes=\(range.lowerBound)-\(range.upperBound - 1)"], { status, headers, chunk in
                 if !started {
                     started = true
@@ -283,8 +306,15 @@ extension RegistryClient {
                               served.first == range.lowerBound else {
                             throw RegistryError.invalidResponse(target, reason: "206 answer without a matching Content-Range")
                         }
+                        total = served.total
                     } else {
-                        skip = range.lowerBound  // Range ignored: the body starts at byte 0.
+                        // Range ignored: the body is the whole blob from byte 0.
+                        total = headers["content-length"].flatMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+                        if let total, range.upperBound > total {
+                            throw RegistryError.rangeNotSatisfiable(target, range: range, blobSize: total, status: status)
+                        }
+                        guard range.lowerBound <= limit else { throw RegistryError.rangeIgnored(target, range: range, limit: limit) }
+                        skip = range.lowerBound
                     }
                 }
                 var piece = chunk
@@ -299,9 +329,15 @@ extension RegistryClient {
                 return status != 200 || out.count < count
             })
         }
+        if response.status == 416 {
+            let size = response.headers["content-range"].flatMap(ContentRange.unsatisfiedLength(header:))
+            throw RegistryError.rangeNotSatisfiable(target, range: range, blobSize: size, status: 416)
+        }
         try expect(response, [200, 206], call)
         guard out.count == count else {
-            throw RegistryError.invalidResponse(target, reason: "got \(out.count) of \(count) bytes (range beyond the end of the blob?)")
+            // A short answer: the blob ends inside the range.
+            let size = total ?? (response.status == 200 ? range.lowerBound - skip + UInt64(out.count) : nil)
+            throw RegistryError.rangeNotSatisfiable(target, range: range, blobSize: size, status: response.status)
         }
         return (out, response.effectiveURL)
     }

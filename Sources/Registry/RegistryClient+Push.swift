@@ -89,6 +89,19 @@ extension RegistryClient {
 
     func pushBlobBlocking(_ ref: RegistryReference, payload: BlobPayload, digest: Digest, size: UInt64, mountFrom: String?,
                           cancel: CancellationFlag) throws -> BlobPushResult {
+        report(.push, ref, digest, .started(total: size))
+        do {
+            let result = try pushBlobAttempts(ref, payload: payload, digest: digest, size: size, mountFrom: mountFrom, cancel: cancel)
+            report(.push, ref, digest, .finished(bytes: result == .uploaded ? size : 0, skipped: result != .uploaded))
+            return result
+        } catch {
+            report(.push, ref, digest, .failed)
+            throw error
+        }
+    }
+
+    private func pushBlobAttempts(_ ref: RegistryReference, payload: BlobPayload, digest: Digest, size: UInt64, mountFrom: String?,
+                                  cancel: CancellationFlag) throws -> BlobPushResult {
         if try blobExistsBlocking(ref, digest: digest, push: true, cancel: cancel) != nil { return .alreadyExists }
         let target = RegistryTarget(registry: ref.host, repository: ref.repository, object: "blob \(digest)")
         var scopes = [Authenticator.scope(repository: ref.repository, push: true)]
@@ -128,9 +141,11 @@ extension RegistryClient {
             var offset: UInt64 = 0
             while offset < size {
                 let length = min(chunkSize, size - offset)
-                let patch = Call(target: target, host: ref.host, scopes: scopes, method: "PATCH", url: location,
+                var patch = Call(target: target, host: ref.host, scopes: scopes, method: "PATCH", url: location,
                                  headers: ["Content-Type: application/octet-stream", "Content-Range: \(offset)-\(offset + length - 1)"],
                                  body: payload.body(offset: offset, length: length), policy: policy, idempotent: false)
+                let base = offset
+                patch.uploadProgress = { [self] sent in report(.push, ref, digest, .progressed(bytes: base + sent)) }
                 let response = try send(patch, cancel: cancel)
                 try expect(response, [202], patch)
                 location = try uploadLocation(response, base: location, target: target)
@@ -141,10 +156,11 @@ extension RegistryClient {
                               headers: ["Content-Type: application/octet-stream"], policy: policy, idempotent: false)
             try finishUpload(send(finish, cancel: cancel), finish, digest: digest)
         } else {
-            let put = Call(target: target, host: ref.host, scopes: scopes, method: "PUT",
+            var put = Call(target: target, host: ref.host, scopes: scopes, method: "PUT",
                            url: appendingQuery(location, "digest", digest.description),
                            headers: ["Content-Type: application/octet-stream"], body: payload.body(offset: 0, length: size),
                            policy: policy, idempotent: false)
+            put.uploadProgress = { [self] sent in report(.push, ref, digest, .progressed(bytes: sent)) }
             try finishUpload(send(put, cancel: cancel), put, digest: digest)
         }
         return .uploaded

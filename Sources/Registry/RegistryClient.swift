@@ -1,4 +1,4 @@
-import OCI
+public import OCI
 import FerrySystem
 import Foundation
 public import Logging
@@ -17,13 +17,21 @@ public final class RegistryClient: Sendable {
     let redirects = RedirectCache()
     let logger: Logger
     let proxyRoute: BlobProxyRoute?
+    let observer: (any TransferObserver)?
 
-    public init(options: RegistryOptions = RegistryOptions(), logger: Logger = Logger(label: "ferry.registry")) {
+    /// - Parameter observer: told about each blob pulled with `fetchBlob` or pushed with `pushBlob`.
+    public init(options: RegistryOptions = RegistryOptions(), logger: Logger = Logger(label: "ferry.registry"),
+                observer: (any TransferObserver)? = nil) {
         self.options = options
         pool = HandlePool()
         auth = Authenticator(options: options, pool: pool)
         self.logger = logger
         proxyRoute = options.blobProxy.map(BlobProxyRoute.init(options:))
+        self.observer = observer
+    }
+
+    func report(_ direction: TransferEvent.Direction, _ ref: RegistryReference, _ digest: Digest, _ phase: TransferEvent.Phase) {
+        observer?.observe(TransferEvent(direction: direction, repository: ref.repository, digest: digest, phase: phase))
     }
 
     /// What the blob proxy route did (nil without a proxy).
@@ -61,6 +69,8 @@ public final class RegistryClient: Sendable {
         var authenticate = true
         /// The forward proxy this request goes through (blob range reads only); nil: direct.
         var proxy: String?
+        /// Bytes of a file body sent so far.
+        var uploadProgress: (@Sendable (UInt64) -> Void)?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -82,6 +92,7 @@ public final class RegistryClient: Sendable {
                 var spec = options.requestSpec(method: call.method, url: call.url, headers: headers, body: call.body, timeout: call.timeout)
                 spec.followRedirects = call.followRedirects
                 if let proxy = call.proxy { spec.proxy = proxy }
+                spec.uploadProgress = call.uploadProgress
                 let response: CurlResponse
                 do {
                     response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }

@@ -35,6 +35,12 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
     case digestMismatch(RegistryTarget, expected: Digest, actual: Digest)
     /// The object's size differs from the size the descriptor promised.
     case sizeMismatch(RegistryTarget, expected: Int64, actual: Int64)
+    /// A range read asked for bytes past the end of the blob: `status` 416, or a short 200/206
+    /// answer; `blobSize` is the size the registry reported, when it did.
+    case rangeNotSatisfiable(RegistryTarget, range: Range<UInt64>, blobSize: UInt64?, status: Int)
+    /// The server ignored `Range` (answered 200 with the whole blob) and the range starts
+    /// further in than `RegistryOptions.maxSkippedPrefix` allows downloading to reach it.
+    case rangeIgnored(RegistryTarget, range: Range<UInt64>, limit: UInt64)
     /// The registry's answer is malformed (bad JSON, bad Content-Range, missing Location…).
     case invalidResponse(RegistryTarget, reason: String)
     /// The manifest has a media type Ferry cannot use (e.g. Docker schema 1).
@@ -64,6 +70,12 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
             return "\(target): content does not match its digest: expected \(expected), got \(actual)"
         case let .sizeMismatch(target, expected, actual):
             return "\(target): size mismatch: expected \(expected) bytes, got \(actual)"
+        case let .rangeNotSatisfiable(target, range, size, status):
+            return "\(target): bytes \(range.lowerBound)..<\(range.upperBound) lie beyond the end of the blob"
+                + (size.map { " (\($0) bytes)" } ?? "") + " (HTTP \(status))"
+        case let .rangeIgnored(target, range, limit):
+            return "\(target): the server ignores Range requests (answered 200 with the whole blob); reaching offset "
+                + "\(range.lowerBound) would download more than the \(limit)-byte limit"
         case let .invalidResponse(target, reason):
             return "\(target): invalid response from registry: \(reason)"
         case let .unsupportedMediaType(target, mediaType):
@@ -84,6 +96,7 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .httpStatus(_, status, _), let .unauthorized(_, status, _): return status
         case .notFound: return 404
+        case let .rangeNotSatisfiable(_, _, _, status): return status
         case let .tokenService(_, status, _): return status
         case let .allSourcesFailed(_, errors): return errors.last?.httpStatus
         default: return nil

@@ -48,6 +48,10 @@ public struct RegistryOptions: Sendable {
     public var lowSpeedLimit: Int
     /// Whole-request timeout for blob range reads (`readRange`, `BlobSource`); nil means none.
     public var rangeRequestTimeout: Duration?
+    /// A server that ignores `Range` answers 200 with the whole blob; a range read then skips
+    /// the bytes before the range, but only this many (default 64 MiB): a range further in
+    /// fails with `RegistryError.rangeIgnored` instead of downloading most of a large blob.
+    public var maxSkippedPrefix: UInt64
     public var retry: RetryPolicy
     /// Read credentials from this file only (Docker/containers `auths` format) instead of the
     /// usual search path.
@@ -78,7 +82,8 @@ public struct RegistryOptions: Sendable {
                 rangeRequestTimeout: Duration? = .seconds(60), retry: RetryPolicy = RetryPolicy(),
                 authFile: String? = nil, userAgent: String = "ferry/0.1", reuseConnections: Bool = true,
                 redirectCacheLifetime: Duration = .seconds(60), uploadChunkSize: UInt64? = nil,
-                tokenFetch: TokenFetchMethod = .automatic, blobProxy: BlobProxyOptions? = nil) {
+                tokenFetch: TokenFetchMethod = .automatic, blobProxy: BlobProxyOptions? = nil,
+                maxSkippedPrefix: UInt64 = 64 << 20) {
         self.plainHTTPHosts = plainHTTPHosts
         self.insecureHosts = insecureHosts
         self.caCertificatePath = caCertificatePath
@@ -95,6 +100,7 @@ public struct RegistryOptions: Sendable {
         self.uploadChunkSize = uploadChunkSize
         self.tokenFetch = tokenFetch
         self.blobProxy = blobProxy
+        self.maxSkippedPrefix = maxSkippedPrefix
     }
 
     /// "http" or "https" for a host.

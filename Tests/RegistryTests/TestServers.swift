@@ -80,11 +80,17 @@ final class ServerProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// SIGTERM, then SIGKILL after two seconds. A child spawned from a Swift concurrency or
+    /// dispatch thread inherits that thread's signal mask, in which SIGTERM is blocked: Python
+    /// then never sees it (the fixtures unblock it themselves, but a stuck child must not hang
+    /// the test either).
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(2)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }

@@ -14,12 +14,15 @@ Other switches:
                     a storage backend); each such URL works --storage-uses times, then 403
 GET /_proxy/stats returns counters as JSON.
 """
-import argparse, http.client, itertools, json, os, socket, struct, threading, time, urllib.parse
+import argparse, signal, http.client, itertools, json, os, socket, struct, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
 
 def main():
+    # Spawned from a thread that blocks SIGTERM/SIGINT, we inherit that mask: unblock them so
+    # the test's terminate() ends us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     p = argparse.ArgumentParser()
     p.add_argument("--upstream", required=True)
     p.add_argument("--port-file", required=True)

@@ -10,7 +10,7 @@ SubjectPublicKeyInfo, first 240 bits, base32 without padding, in groups of four 
 Distribution accepts tokens 60 s past `exp` (token.Leeway); to make a token die after
 `--lifetime` seconds for real, `exp` is set 60 s earlier than the advertised `expires_in`.
 """
-import argparse, base64, datetime, hashlib, json, os, threading, time, urllib.parse, uuid
+import argparse, signal, base64, datetime, hashlib, json, os, threading, time, urllib.parse, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
@@ -47,6 +47,9 @@ def sign(key, kind, payload):
     return key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
 
 def main():
+    # Spawned from a thread that blocks SIGTERM/SIGINT, we inherit that mask: unblock them so
+    # the test's terminate() ends us.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     p = argparse.ArgumentParser()
     p.add_argument("--port-file", required=True)
     p.add_argument("--cert-out", required=True)
