@@ -114,6 +114,8 @@ final class ServiceManagerStandIn: @unchecked Sendable {
         usleep(150_000)
         listener.close()
         for entry in store { try? entry.fd.close() }
+        // Any ferryd of this state directory a test left behind (e.g. one it restarted by hand).
+        _ = try? Shell.run(["pkill", "-9", "-f", "--", "--state-dir \(stateDirectory) "])
         _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(stateDirectory)/"])
     }
 }
