@@ -163,6 +163,8 @@ extension RegistryClient {
             report(.pull, ref, digest, .finished(bytes: written, skipped: false))
             return written
         } catch {
+            // Whatever failed (status, transport, digest), no partial or wrong blob stays behind.
+            unlink(path)
             report(.pull, ref, digest, .failed)
             throw error
         }

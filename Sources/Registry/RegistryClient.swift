@@ -133,8 +133,9 @@ public final class RegistryClient: Sendable {
             do {
                 return try body(host, RetryPolicy(maxAttempts: 1))
             } catch let error as RegistryError {
-                logger.info("mirror \(host) failed for \(ref.repository) \(object): \(error); trying the next source")
-                errors.append(error)
+                let named = error.via(host)
+                logger.debug("mirror failed: \(named); trying the next source")
+                errors.append(named)
             }
         }
         do {

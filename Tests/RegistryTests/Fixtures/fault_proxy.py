@@ -4,14 +4,16 @@
 Every request under /v2/<name>/… is forwarded to --upstream unless it is chosen for a fault:
 with --every N, every Nth such request gets the next fault of --faults, in turn:
   reset   close the connection with a TCP RST, no answer
-  500     answer 500
+  500     answer 500 (any other status number: that status)
   429     answer 429 with Retry-After: 1
   stall   send the headers and half the body, then go silent for --stall-seconds
+  cut     send the headers and half the body, then reset the connection
 Other switches:
   --corrupt-blobs   flip one byte in the middle of every blob body
   --ignore-range    drop the Range header (the registry then answers 200 with the whole blob)
   --redirect-blobs  answer blob GETs with 307 to /_storage/<id>/… on this proxy (a stand-in for
                     a storage backend); each such URL works --storage-uses times, then 403
+  --log FILE        append "METHOD PATH STATUS" for every request (the request log)
 GET /_proxy/stats returns counters as JSON.
 """
 import argparse, signal, http.client, itertools, json, os, socket, struct, threading, time, urllib.parse
@@ -33,10 +35,12 @@ def main():
     p.add_argument("--ignore-range", action="store_true")
     p.add_argument("--redirect-blobs", action="store_true")
     p.add_argument("--storage-uses", type=int, default=1000000)
+    p.add_argument("--log", default=None)
     args = p.parse_args()
 
     faults = [f for f in args.faults.split(",") if f]
     lock = threading.Lock()
+    log_lock = threading.Lock()
     stats = {"requests": 0, "faults": 0, "blob_gets": 0, "storage_gets": 0, "storage_refused": 0}
     counter = itertools.count(1)
     fault_cycle = itertools.cycle(faults) if faults else None
@@ -48,6 +52,12 @@ def main():
 
         def log_message(self, *a):
             pass
+
+        def send_response(self, code, message=None):
+            if args.log:
+                with log_lock, open(args.log, "a") as f:
+                    f.write(f"{self.command} {self.path} {code}\n")
+            super().send_response(code, message)
 
         def finish(self):
             try:
@@ -87,6 +97,11 @@ def main():
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command == "HEAD":
+                return
+            if fault == "cut" and len(data) > 1:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.reset()
                 return
             if fault == "stall" and len(data) > 1:
                 self.wfile.write(data[: len(data) // 2])
@@ -136,8 +151,8 @@ def main():
                         stats["faults"] += 1
             if fault == "reset":
                 return self.reset()
-            if fault == "500":
-                return self.simple(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}', {"Content-Type": "application/json"})
+            if fault and fault.isdigit() and fault != "429":
+                return self.simple(int(fault), b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}', {"Content-Type": "application/json"})
             if fault == "429":
                 return self.simple(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                    {"Content-Type": "application/json", "Retry-After": "1"})
@@ -146,7 +161,7 @@ def main():
                     sid = str(next(storage_ids))
                 host = self.headers.get("Host")
                 return self.simple(307, b"", {"Location": f"http://{host}/_storage/{sid}{url.path}?X-Signature=secret"})
-            self.forward(self.path, body, headers, fault=fault if fault == "stall" else None,
+            self.forward(self.path, body, headers, fault=fault if fault in ("stall", "cut") else None,
                          corrupt=args.corrupt_blobs and is_blob_get)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
