@@ -13,6 +13,8 @@ Other switches:
   --ignore-range    drop the Range header (the registry then answers 200 with the whole blob)
   --redirect-blobs  answer blob GETs with 307 to /_storage/<id>/… on this proxy (a stand-in for
                     a storage backend); each such URL works --storage-uses times, then 403
+  --storage-base URL  redirect to URL/_storage/… instead (another proxy of this kind, in front of
+                    the same registry, then plays the storage backend)
   --log FILE        append "METHOD PATH STATUS" for every request (the request log)
 GET /_proxy/stats returns counters as JSON.
 """
@@ -36,6 +38,7 @@ def main():
     p.add_argument("--redirect-blobs", action="store_true")
     p.add_argument("--storage-uses", type=int, default=1000000)
     p.add_argument("--log", default=None)
+    p.add_argument("--storage-base", default=None)
     args = p.parse_args()
 
     faults = [f for f in args.faults.split(",") if f]
@@ -159,8 +162,8 @@ def main():
             if is_blob_get and args.redirect_blobs:
                 with lock:
                     sid = str(next(storage_ids))
-                host = self.headers.get("Host")
-                return self.simple(307, b"", {"Location": f"http://{host}/_storage/{sid}{url.path}?X-Signature=secret"})
+                base = args.storage_base or f"http://{self.headers.get('Host')}"
+                return self.simple(307, b"", {"Location": f"{base}/_storage/{sid}{url.path}?X-Signature=secret"})
             self.forward(self.path, body, headers, fault=fault if fault in ("stall", "cut") else None,
                          corrupt=args.corrupt_blobs and is_blob_get)
 
