@@ -221,7 +221,7 @@ extension RegistryClient {
                 throw error
             }
             if response.effectiveURL != blobURL {
-                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectCacheLifetime)
+                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectLifetime(for: response.effectiveURL))
             }
             return written
         }
@@ -249,7 +249,7 @@ extension RegistryClient {
                             method: "GET", url: blobURL, timeout: timeout, policy: policy)
             let (bytes, effectiveURL) = try rangeRequest(call, range: range, cancel: cancel)
             if effectiveURL != blobURL {
-                redirects.store(key, url: effectiveURL, lifetime: options.redirectCacheLifetime)
+                redirects.store(key, url: effectiveURL, lifetime: options.redirectLifetime(for: effectiveURL))
             }
             return bytes
         }

@@ -171,6 +171,7 @@ final class RedirectCache: Sendable {
     }
 
     func store(_ key: String, url: String, lifetime: Duration) {
+        guard lifetime > .zero else { return }
         entries.withLock { $0[key] = (url, ContinuousClock.now + lifetime) }
     }
 

@@ -22,13 +22,14 @@ extension RegistryTests {
             }
         }
 
-        static func start(_ dir: TempDir, storageUses: Int) async throws -> Setup {
+        static func start(_ dir: TempDir, storageUses: Int, frontArguments: [String] = []) async throws -> Setup {
             let registry = try await RegistryServer()
             let image = try TestImage(in: dir, fileSize: 2 << 20)
             let direct = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host]))
             try await push(image, to: try RegistryReference(parsing: "\(registry.host)/ferry/app:v1"), with: direct)
             let storage = try FaultProxy(upstream: registry.host, arguments: ["--storage-uses", String(storageUses)])
-            let front = try FaultProxy(upstream: registry.host, arguments: ["--redirect-blobs", "--storage-base", "http://\(storage.host)"])
+            let front = try FaultProxy(upstream: registry.host,
+                                       arguments: ["--redirect-blobs", "--storage-base", "http://\(storage.host)"] + frontArguments)
             return Setup(registry: registry, storage: storage, front: front, image: image,
                          ref: try RegistryReference(parsing: "\(front.host)/ferry/app:v1"))
         }
@@ -71,6 +72,22 @@ extension RegistryTests {
             try await Task.sleep(for: .milliseconds(1500))
             #expect(try await client.readRange(setup.ref, digest: setup.image.layerDigest, range: 300..<400) == Array(layer[300..<400]))
             #expect(try setup.front.stats()["blob_gets"] == 2, "the expired redirect was not used")
+        }
+
+        @Test func aSignedURLIsNotReusedPastTheExpiryItCarries() async throws {
+            let dir = try TempDir()
+            let setup = try await Self.start(dir, storageUses: 1000, frontArguments: ["--storage-expires", "2"])
+            defer { setup.stop() }
+            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [setup.front.host], redirectCacheLifetime: .seconds(600)))
+            let layer = setup.image.layerBytes
+            for _ in 0..<3 {
+                #expect(try await client.readRange(setup.ref, digest: setup.image.layerDigest, range: 0..<64) == Array(layer[0..<64]))
+            }
+            #expect(try setup.front.stats()["blob_gets"] == 1)
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(try await client.readRange(setup.ref, digest: setup.image.layerDigest, range: 64..<128) == Array(layer[64..<128]))
+            #expect(try setup.front.stats()["blob_gets"] == 2)
+            #expect(try setup.storage.stats()["storage_refused"] == 0, "the expired URL was not even tried")
         }
     }
 }

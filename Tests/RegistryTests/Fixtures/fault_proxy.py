@@ -13,6 +13,7 @@ Other switches:
   --ignore-range    drop the Range header (the registry then answers 200 with the whole blob)
   --redirect-blobs  answer blob GETs with 307 to /_storage/<id>/… on this proxy (a stand-in for
                     a storage backend); each such URL works --storage-uses times, then 403
+  --storage-expires N  signed URLs say (SigV4 style) and enforce that they expire after N seconds
   --storage-base URL  redirect to URL/_storage/… instead (another proxy of this kind, in front of
                     the same registry, then plays the storage backend)
   --log FILE        append "METHOD PATH STATUS" for every request (the request log)
@@ -39,6 +40,7 @@ def main():
     p.add_argument("--storage-uses", type=int, default=1000000)
     p.add_argument("--log", default=None)
     p.add_argument("--storage-base", default=None)
+    p.add_argument("--storage-expires", type=int, default=0, help="signed URLs carry X-Amz-Date/X-Amz-Expires and die after N s")
     args = p.parse_args()
 
     faults = [f for f in args.faults.split(",") if f]
@@ -134,6 +136,11 @@ def main():
                     used = storage_uses.get(sid, 0) + 1
                     storage_uses[sid] = used
                     expired = used > args.storage_uses
+                    query = urllib.parse.parse_qs(url.query)
+                    if "X-Amz-Date" in query:
+                        signed = time.mktime(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")) - time.timezone
+                        if time.time() > signed + int(query["X-Amz-Expires"][0]):
+                            expired = True
                     if expired:
                         stats["storage_refused"] += 1
                 if expired:
@@ -163,7 +170,11 @@ def main():
                 with lock:
                     sid = str(next(storage_ids))
                 base = args.storage_base or f"http://{self.headers.get('Host')}"
-                return self.simple(307, b"", {"Location": f"{base}/_storage/{sid}{url.path}?X-Signature=secret"})
+                query = "X-Signature=secret"
+                if args.storage_expires:
+                    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                    query += f"&X-Amz-Date={stamp}&X-Amz-Expires={args.storage_expires}"
+                return self.simple(307, b"", {"Location": f"{base}/_storage/{sid}{url.path}?{query}"})
             self.forward(self.path, body, headers, fault=fault if fault in ("stall", "cut") else None,
                          corrupt=args.corrupt_blobs and is_blob_get)
 
