@@ -162,9 +162,11 @@ extension RegistryTests {
             #expect(json.contains("\"Layers\""))
         }
 
-        @Test func tokenRejectedBeforeItsAdvertisedExpiryIsRefreshedOn401() async throws {
+        @Test(arguments: ["rsa", "ec"])
+        func tokenRejectedBeforeItsAdvertisedExpiryIsRefreshedOn401(keyType: String) async throws {
             // The token service says 1 hour; the registry stops accepting it after 2 s.
-            let tokens = try TokenServer(lifetime: 2, advertise: 3600, noPost: true)
+            // RS256 and ES256 signatures both pass the registry's check.
+            let tokens = try TokenServer(keyType: keyType, lifetime: 2, advertise: 3600, noPost: true)
             defer { tokens.stop() }
             let registry = try await RegistryServer(auth: .token(realm: tokens.realm, service: TokenServer.service,
                                                                  issuer: TokenServer.issuer, certificate: tokens.certificate))
