@@ -31,7 +31,9 @@ struct RangeBench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard case let .registry(ref) = try ImageReference(parsing: repository) else { throw ValidationError("expected docker://HOST/REPO") }
+            guard case let .registry(ref) = try ImageReference(parsing: repository) else {
+                throw ValidationError("expected docker://HOST/REPO")
+            }
             let digest = try Digest(parsing: blob)
             let length = try parseSize(size)
             var options = try registry.options()
@@ -68,10 +70,11 @@ struct RangeBench: ParsableCommand {
             let seconds = milliseconds(clock.now - start) / 1000
             let sorted = latencies.sorted()
             func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-            let result = Result(reads: reads, bytesPerRead: length, concurrency: workers, reuseConnections: !freshConnections,
-                                seconds: seconds, megabytesPerSecond: Double(UInt64(reads) * length) / 1e6 / max(seconds, 1e-9),
-                                p50Milliseconds: percentile(0.5), p99Milliseconds: percentile(0.99),
-                                meanMilliseconds: sorted.reduce(0, +) / Double(max(1, sorted.count)))
+            let result = Result(
+                reads: reads, bytesPerRead: length, concurrency: workers, reuseConnections: !freshConnections,
+                seconds: seconds, megabytesPerSecond: Double(UInt64(reads) * length) / 1e6 / max(seconds, 1e-9),
+                p50Milliseconds: percentile(0.5), p99Milliseconds: percentile(0.99),
+                meanMilliseconds: sorted.reduce(0, +) / Double(max(1, sorted.count)))
             print(String(decoding: try CanonicalJSON.encode(result), as: UTF8.self))
         }
     }

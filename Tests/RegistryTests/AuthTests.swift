@@ -13,12 +13,17 @@ struct RoundTrip {
 
 /// `ferry convert docker://SRC docker://DST`, `ferry pull` of DST, `ferry check` of the pull,
 /// and `ferry inspect docker://DST`, each expected to succeed.
-func convertPullCheck(host: String, source: String, destination: String, credentials: [String],
-                      environment: [String: String] = [:], dir: TempDir) throws -> RoundTrip {
+func convertPullCheck(
+    host: String, source: String, destination: String, credentials: [String],
+    environment: [String: String] = [:], dir: TempDir
+) throws -> RoundTrip {
     var stderr = ""
     let common = ["--plain-http", host] + credentials
-    let convert = try FerryTool.run(["convert", "docker://\(host)/\(source)", "docker://\(host)/\(destination)", "--json",
-                                     "--registry-log", "trace"] + common, environment: environment, in: dir)
+    let convert = try FerryTool.run(
+        [
+            "convert", "docker://\(host)/\(source)", "docker://\(host)/\(destination)", "--json",
+            "--registry-log", "trace",
+        ] + common, environment: environment, in: dir)
     stderr += convert.stderr
     #expect(convert.status == 0, "convert: \(convert.stderr.suffix(2000))")
     struct ConvertOutput: Decodable {
@@ -30,8 +35,9 @@ func convertPullCheck(host: String, source: String, destination: String, credent
     #expect(converted.transfer.blobsPulled >= 1 && converted.transfer.blobsPushed >= 2 && converted.transfer.bytesPushed > 0)
 
     let layout = dir.file("pulled-\(UUID().uuidString)")
-    let pull = try FerryTool.run(["pull", "docker://\(host)/\(destination)", "oci:\(layout)", "--json", "--registry-log", "debug"] + common,
-                                 environment: environment, in: dir)
+    let pull = try FerryTool.run(
+        ["pull", "docker://\(host)/\(destination)", "oci:\(layout)", "--json", "--registry-log", "debug"] + common,
+        environment: environment, in: dir)
     stderr += pull.stderr
     #expect(pull.status == 0, "pull: \(pull.stderr.suffix(2000))")
     #expect(pull.stdout.contains(converted.manifest))
@@ -79,48 +85,62 @@ extension RegistryTests {
             #expect(try await client.fetchBlobBytes(source, digest: image.layerDigest) == image.layerBytes)
 
             // --authfile
-            var trip = try convertPullCheck(host: registry.host, source: "ferry/src:v1", destination: "ferry/conv:v1",
-                                            credentials: ["--authfile", authFile], dir: dir)
+            var trip = try convertPullCheck(
+                host: registry.host, source: "ferry/src:v1", destination: "ferry/conv:v1",
+                credentials: ["--authfile", authFile], dir: dir)
             #expect(trip.stderr.contains("-> 200"), "trace logging is on, so the secret check below means something")
             expectNoSecrets(trip.stderr, user: Self.user, password: Self.password)
             // $REGISTRY_AUTH_FILE
-            trip = try convertPullCheck(host: registry.host, source: "ferry/src:v1", destination: "ferry/conv-env:v1",
-                                        credentials: [], environment: ["REGISTRY_AUTH_FILE": authFile, "XDG_RUNTIME_DIR": dir.file("xdg")],
-                                        dir: dir)
+            trip = try convertPullCheck(
+                host: registry.host, source: "ferry/src:v1", destination: "ferry/conv-env:v1",
+                credentials: [], environment: ["REGISTRY_AUTH_FILE": authFile, "XDG_RUNTIME_DIR": dir.file("xdg")],
+                dir: dir)
             expectNoSecrets(trip.stderr, user: Self.user, password: Self.password)
             // ~/.docker/config.json
             let home = dir.file("home")
             try FileManager.default.createDirectory(atPath: home + "/.docker", withIntermediateDirectories: true)
             try writeAuthFile(home + "/.docker/config.json", host: registry.host, user: Self.user, password: Self.password)
-            trip = try convertPullCheck(host: registry.host, source: "ferry/src:v1", destination: "ferry/conv-home:v1",
-                                        credentials: [], environment: ["HOME": home, "REGISTRY_AUTH_FILE": "", "XDG_RUNTIME_DIR": dir.file("xdg"),
-                                                                       "DOCKER_CONFIG": home + "/.docker"],
-                                        dir: dir)
+            trip = try convertPullCheck(
+                host: registry.host, source: "ferry/src:v1", destination: "ferry/conv-home:v1",
+                credentials: [],
+                environment: [
+                    "HOME": home, "REGISTRY_AUTH_FILE": "", "XDG_RUNTIME_DIR": dir.file("xdg"),
+                    "DOCKER_CONFIG": home + "/.docker",
+                ],
+                dir: dir)
             expectNoSecrets(trip.stderr, user: Self.user, password: Self.password)
 
             // skopeo, an independent client, reads what ferry pushed, with --creds and --authfile.
             let skopeo = try #require(Fixtures.which("skopeo"), "skopeo is installed by Tools/setup")
-            let json = try run([skopeo, "inspect", "--tls-verify=false", "--creds", "\(Self.user):\(Self.password)",
-                                "docker://\(registry.host)/ferry/conv:v1"])
+            let json = try run([
+                skopeo, "inspect", "--tls-verify=false", "--creds", "\(Self.user):\(Self.password)",
+                "docker://\(registry.host)/ferry/conv:v1",
+            ])
             #expect(json.contains("\"Layers\""))
             _ = try run([skopeo, "inspect", "--tls-verify=false", "--authfile", authFile, "docker://\(registry.host)/ferry/conv-env:v1"])
 
             // A wrong password: a clear refusal naming the registry and repository, and no secret.
             let wrong = dir.file("wrong.json")
             try writeAuthFile(wrong, host: registry.host, user: Self.user, password: "not-" + Self.password)
-            let refused = try FerryTool.run(["pull", "docker://\(registry.host)/ferry/conv:v1", "oci:\(dir.file("refused"))",
-                                             "--plain-http", registry.host, "--authfile", wrong, "--registry-log", "trace"], in: dir)
+            let refused = try FerryTool.run(
+                [
+                    "pull", "docker://\(registry.host)/ferry/conv:v1", "oci:\(dir.file("refused"))",
+                    "--plain-http", registry.host, "--authfile", wrong, "--registry-log", "trace",
+                ], in: dir)
             #expect(refused.status != 0)
-            #expect(refused.stderr.contains("access denied (HTTP 401)") && refused.stderr.contains("\(registry.host)/ferry/conv"),
-                    "\(refused.stderr)")
+            #expect(
+                refused.stderr.contains("access denied (HTTP 401)") && refused.stderr.contains("\(registry.host)/ferry/conv"),
+                "\(refused.stderr)")
             expectNoSecrets(refused.stderr, user: Self.user, password: "not-" + Self.password)
         }
 
         @Test func tokenAuthWithTwoSecondTokensKeepsALongPullWorking() async throws {
             let tokens = try TokenServer(lifetime: 2)
             defer { tokens.stop() }
-            let registry = try await RegistryServer(auth: .token(realm: tokens.realm, service: TokenServer.service,
-                                                                 issuer: TokenServer.issuer, certificate: tokens.certificate))
+            let registry = try await RegistryServer(
+                auth: .token(
+                    realm: tokens.realm, service: TokenServer.service,
+                    issuer: TokenServer.issuer, certificate: tokens.certificate))
             defer { registry.stop() }
             let dir = try TempDir()
             let image = try TestImage(in: dir, fileSize: 2 << 20)
@@ -154,8 +174,9 @@ extension RegistryTests {
             #expect(renewed >= 2, "a 2-second token must be renewed during a 5-second pull (\(renewed) issued, \(reads) reads)")
             #expect(try tokens.stats()["post"] ?? 0 > 0, "with credentials, tokens come from the OAuth2 POST form")
 
-            let trip = try convertPullCheck(host: registry.host, source: "ferry/src:v1", destination: "ferry/conv:v1",
-                                            credentials: ["--authfile", authFile], dir: dir)
+            let trip = try convertPullCheck(
+                host: registry.host, source: "ferry/src:v1", destination: "ferry/conv:v1",
+                credentials: ["--authfile", authFile], dir: dir)
             expectNoSecrets(trip.stderr, user: TokenServer.user, password: TokenServer.password)
             let skopeo = try #require(Fixtures.which("skopeo"), "skopeo is installed by Tools/setup")
             let json = try run([skopeo, "inspect", "--tls-verify=false", "--authfile", authFile, "docker://\(registry.host)/ferry/conv:v1"])
@@ -168,8 +189,10 @@ extension RegistryTests {
             // RS256 and ES256 signatures both pass the registry's check.
             let tokens = try TokenServer(keyType: keyType, lifetime: 2, advertise: 3600, noPost: true)
             defer { tokens.stop() }
-            let registry = try await RegistryServer(auth: .token(realm: tokens.realm, service: TokenServer.service,
-                                                                 issuer: TokenServer.issuer, certificate: tokens.certificate))
+            let registry = try await RegistryServer(
+                auth: .token(
+                    realm: tokens.realm, service: TokenServer.service,
+                    issuer: TokenServer.issuer, certificate: tokens.certificate))
             defer { registry.stop() }
             let dir = try TempDir()
             let image = try TestImage(in: dir, fileSize: 256 << 10)

@@ -58,8 +58,10 @@ extension RegistryTests {
             defer { registry.stop() }
             let proxy = try FaultProxy(upstream: registry.host, arguments: ["--faults", "stall", "--every", "3", "--stall-seconds", "20"])
             defer { proxy.stop() }
-            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [proxy.host], lowSpeedTime: .seconds(1),
-                                                                 lowSpeedLimit: 1024, retry: Self.quickRetries))
+            let client = RegistryClient(
+                options: RegistryOptions(
+                    plainHTTPHosts: [proxy.host], lowSpeedTime: .seconds(1),
+                    lowSpeedLimit: 1024, retry: Self.quickRetries))
             let ref = try RegistryReference(parsing: "\(proxy.host)/ferry/app:v1")
             let resolved = try await client.resolveManifest(ref)
             #expect(try await client.fetchConfig(ref, manifest: resolved.manifest) == image.config)
@@ -76,9 +78,10 @@ extension RegistryTests {
             let emptyCounted = try FaultProxy(upstream: empty.host, arguments: [])
             defer { emptyCounted.stop() }
             let dead = "127.0.0.1:\(try freePort())"
-            let client = RegistryClient(options: RegistryOptions(
-                plainHTTPHosts: [registry.host, emptyCounted.host, dead], mirrors: [registry.host: [dead, emptyCounted.host]],
-                connectTimeout: .seconds(2), retry: Self.quickRetries))
+            let client = RegistryClient(
+                options: RegistryOptions(
+                    plainHTTPHosts: [registry.host, emptyCounted.host, dead], mirrors: [registry.host: [dead, emptyCounted.host]],
+                    connectTimeout: .seconds(2), retry: Self.quickRetries))
             try await Self.pullEverything(client, try RegistryReference(parsing: "\(registry.host)/ferry/app:v1"), image, dir)
             // The empty mirror was asked first each time (and said 404).
             let asked = emptyCounted.requests

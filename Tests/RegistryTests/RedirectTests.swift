@@ -28,10 +28,12 @@ extension RegistryTests {
             let direct = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host]))
             try await push(image, to: try RegistryReference(parsing: "\(registry.host)/ferry/app:v1"), with: direct)
             let storage = try FaultProxy(upstream: registry.host, arguments: ["--storage-uses", String(storageUses)])
-            let front = try FaultProxy(upstream: registry.host,
-                                       arguments: ["--redirect-blobs", "--storage-base", "http://\(storage.host)"] + frontArguments)
-            return Setup(registry: registry, storage: storage, front: front, image: image,
-                         ref: try RegistryReference(parsing: "\(front.host)/ferry/app:v1"))
+            let front = try FaultProxy(
+                upstream: registry.host,
+                arguments: ["--redirect-blobs", "--storage-base", "http://\(storage.host)"] + frontArguments)
+            return Setup(
+                registry: registry, storage: storage, front: front, image: image,
+                ref: try RegistryReference(parsing: "\(front.host)/ferry/app:v1"))
         }
 
         @Test func rangeReadsReuseTheRedirectUntilTheStorageURLStopsWorking() async throws {
@@ -42,7 +44,8 @@ extension RegistryTests {
             let layer = setup.image.layerBytes
             for i in 0..<12 {
                 let start = i * 10_000
-                let bytes = try await client.readRange(setup.ref, digest: setup.image.layerDigest, range: UInt64(start)..<UInt64(start + 5000))
+                let bytes = try await client.readRange(
+                    setup.ref, digest: setup.image.layerDigest, range: UInt64(start)..<UInt64(start + 5000))
                 #expect(bytes == Array(layer[start..<(start + 5000)]), "read \(i)")
             }
             // Reads 1, 6 and 11 asked the registry (the first, then each time a signed URL was
@@ -51,7 +54,9 @@ extension RegistryTests {
             #expect(front["blob_gets"] == 3, "\(front)")
             #expect(storage["storage_gets"] == 14 && storage["storage_refused"] == 2, "\(storage)")
             // Every storage answer was a range (206) or a used-up URL (403).
-            #expect(setup.storage.requests.filter { $0.hasPrefix("GET /_storage/") }.allSatisfy { $0.hasSuffix(" 206") || $0.hasSuffix(" 403") })
+            #expect(
+                setup.storage.requests.filter { $0.hasPrefix("GET /_storage/") }.allSatisfy { $0.hasSuffix(" 206") || $0.hasSuffix(" 403") }
+            )
 
             // A whole-blob pull follows the redirect too, verified by digest.
             let out = dir.file("layer")

@@ -20,8 +20,10 @@ import Testing
         #expect(policy.delay(beforeRetry: 4, retryAfterSeconds: 600) == .seconds(30))
     }
 
-    @Test(arguments: [(408, true), (429, true), (500, true), (502, true), (503, true), (504, true),
-                      (501, false), (505, false), (400, false), (401, false), (404, false), (416, false)])
+    @Test(arguments: [
+        (408, true), (429, true), (500, true), (502, true), (503, true), (504, true),
+        (501, false), (505, false), (400, false), (401, false), (404, false), (416, false),
+    ])
     func retryableStatuses(status: Int, retryable: Bool) {
         #expect(isRetryableStatus(status) == retryable)
     }
