@@ -29,12 +29,10 @@ struct Pull: ParsableCommand {
         try reportingErrors {
             guard case let .registry(ref) = try ImageReference(parsing: source) else { throw ValidationError("source must be docker://…") }
             guard case let .ociLayout(path, tag) = try ImageReference(parsing: target) else { throw ValidationError("target must be oci:DIR[:TAG]") }
-            let scratch = try makeScratchDirectory()
-            defer { try? FileManager.default.removeItem(atPath: scratch) }
             let started = Date()
             let progress = TransferProgress(drawing: json ? false : nil)
             let client = try registry.client(observer: progress)
-            let digest = try ImageCopy.pull(from: RegistryImageSource(client: client, reference: ref, scratch: scratch), into: path, tag: tag)
+            let digest = try RegistryPull.pull(ref, into: path, tag: tag, client: client)
             if json {
                 try printCopySummary(CopySummary(source: source, target: target, manifest: digest.description,
                                                  seconds: Date().timeIntervalSince(started), transfer: progress.totals))
@@ -67,6 +65,46 @@ struct Push: ParsableCommand {
             } else {
                 print("pushed \(source) to \(target) (\(digest))")
             }
+        }
+    }
+}
+
+/// `ferry pull`: blobs stream from the registry straight into the new layout's blob directory
+/// (each verified by the client against its digest while it arrives), a few at a time, then
+/// the manifest and `index.json`; the layout appears by rename only when complete.
+enum RegistryPull {
+    /// Blobs downloaded at once.
+    static let parallelBlobs = 3
+
+    static func pull(_ ref: RegistryReference, into path: String, tag: String?, client: RegistryClient) throws -> Digest {
+        let target = OCILayoutTarget(path: path, tag: tag)
+        let work = try target.makeWorkDirectory()
+        do {
+            let resolved = try waitFor { try await client.resolveManifest(ref) }
+            let blobs = work + "/blobs/sha256/"
+            let descriptors = [resolved.manifest.config] + resolved.manifest.layers
+            try waitFor {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    var next = 0
+                    func start() {
+                        let d = descriptors[next]
+                        next += 1
+                        group.addTask { try await client.fetchBlob(ref, digest: d.digest, to: blobs + d.digest.hex, expectedSize: d.size) }
+                    }
+                    while next < min(parallelBlobs, descriptors.count) { start() }
+                    while try await group.next() != nil { if next < descriptors.count { start() } }
+                }
+            }
+            try Data(resolved.bytes).write(to: URL(fileURLWithPath: blobs + resolved.digest.hex))
+            var descriptor = Descriptor(mediaType: resolved.mediaType, digest: resolved.digest, size: Int64(resolved.bytes.count))
+            if let tag { descriptor.annotations = ["org.opencontainers.image.ref.name": tag] }
+            try Data(try CanonicalJSON.encode(Index(manifests: [descriptor]))).write(to: URL(fileURLWithPath: work + "/index.json"))
+            try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: work + "/oci-layout"))
+            try FileManager.default.moveItem(atPath: work, toPath: path)
+            return resolved.digest
+        } catch {
+            try? FileManager.default.removeItem(atPath: work)
+            throw error
         }
     }
 }

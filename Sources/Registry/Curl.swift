@@ -242,7 +242,7 @@ final class CurlEasy: @unchecked Sendable {
         // answers an unsatisfiable Range with 416 and the blob's Content-Length, then closes
         // after a 33-byte message. Retrying that as a transport failure would only repeat it.
         let truncatedErrorAnswer = (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR)
-            && state.headersComplete && state.status >= 300
+            && state.headersComplete && state.status >= 400
         if code != CURLE_OK && !(state.stoppedEarly && code == CURLE_WRITE_ERROR) && !truncatedErrorAnswer {
             var message = String(cString: errorBuffer)
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }

@@ -163,6 +163,8 @@ extension RegistryClient {
             report(.pull, ref, digest, .finished(bytes: written, skipped: false))
             return written
         } catch {
+            // Whatever failed (status, transport, digest), no partial or wrong blob stays behind.
+            unlink(path)
             report(.pull, ref, digest, .failed)
             throw error
         }
@@ -219,7 +221,7 @@ extension RegistryClient {
                 throw error
             }
             if response.effectiveURL != blobURL {
-                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectCacheLifetime)
+                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectLifetime(for: response.effectiveURL))
             }
             return written
         }
@@ -267,7 +269,7 @@ extension RegistryClient {
                             policy: proxy == nil ? policy : .none, proxy: proxy?.url)
             let (bytes, effectiveURL) = try rangeRequest(call, range: range, cancel: cancel)
             if effectiveURL != blobURL {
-                redirects.store(key, url: effectiveURL, lifetime: options.redirectCacheLifetime)
+                redirects.store(key, url: effectiveURL, lifetime: options.redirectLifetime(for: effectiveURL))
             }
             return bytes
         }

@@ -141,8 +141,9 @@ public final class RegistryClient: Sendable {
             do {
                 return try body(host, RetryPolicy(maxAttempts: 1))
             } catch let error as RegistryError {
-                logger.info("mirror \(host) failed for \(ref.repository) \(object): \(error); trying the next source")
-                errors.append(error)
+                let named = error.via(host)
+                logger.debug("mirror failed: \(named); trying the next source")
+                errors.append(named)
             }
         }
         do {
@@ -178,6 +179,7 @@ final class RedirectCache: Sendable {
     }
 
     func store(_ key: String, url: String, lifetime: Duration) {
+        guard lifetime > .zero else { return }
         entries.withLock { $0[key] = (url, ContinuousClock.now + lifetime) }
     }
 

@@ -91,6 +91,29 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The same error, naming `host` (a mirror that was asked instead of the registry) as its
+    /// registry.
+    func via(_ host: String) -> RegistryError {
+        func moved(_ target: RegistryTarget) -> RegistryTarget {
+            RegistryTarget(registry: host, repository: target.repository, object: target.object)
+        }
+        switch self {
+        case let .unreachable(t, url, attempts, reason): return .unreachable(moved(t), url: url, attempts: attempts, reason: reason)
+        case let .httpStatus(t, status, message): return .httpStatus(moved(t), status: status, message: message)
+        case let .notFound(t): return .notFound(moved(t))
+        case let .unauthorized(t, status, reason): return .unauthorized(moved(t), status: status, reason: reason)
+        case let .digestMismatch(t, expected, actual): return .digestMismatch(moved(t), expected: expected, actual: actual)
+        case let .sizeMismatch(t, expected, actual): return .sizeMismatch(moved(t), expected: expected, actual: actual)
+        case let .rangeNotSatisfiable(t, range, size, status): return .rangeNotSatisfiable(moved(t), range: range, blobSize: size, status: status)
+        case let .rangeIgnored(t, range, limit): return .rangeIgnored(moved(t), range: range, limit: limit)
+        case let .invalidResponse(t, reason): return .invalidResponse(moved(t), reason: reason)
+        case let .unsupportedMediaType(t, mediaType): return .unsupportedMediaType(moved(t), mediaType: mediaType)
+        case let .noMatchingPlatform(t, requested, available): return .noMatchingPlatform(moved(t), requested: requested, available: available)
+        case let .allSourcesFailed(t, errors): return .allSourcesFailed(moved(t), errors: errors)
+        case .tokenService, .credentialsFile, .io: return self
+        }
+    }
+
     /// The HTTP status behind this error, when there was one.
     public var httpStatus: Int? {
         switch self {

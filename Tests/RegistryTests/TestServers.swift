@@ -197,7 +197,7 @@ final class TokenServer: @unchecked Sendable {
     }
 
     func stats() throws -> [String: Int] {
-        let text = try run(["curl", "-s", "http://127.0.0.1:\(port)/stats"])
+        let text = try run(["curl", "-s", "-m", "10", "http://127.0.0.1:\(port)/stats"])
         return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Int]) ?? [:]
     }
 
@@ -213,13 +213,19 @@ final class FaultProxy: @unchecked Sendable {
 
     init(upstream: String, arguments extra: [String]) throws {
         dir = try TempDir()
-        process = try ServerProcess(["python3", Fixtures.faultProxy, "--upstream", upstream, "--port-file", dir.file("port")] + extra,
+        process = try ServerProcess(["python3", Fixtures.faultProxy, "--upstream", upstream, "--port-file", dir.file("port"),
+                                     "--log", dir.file("requests.log")] + extra,
                                     log: dir.file("proxy.log"))
         port = try process.waitForPortFile(dir.file("port"))
     }
 
+    /// Every request answered so far, as "METHOD PATH STATUS" lines.
+    var requests: [String] {
+        ((try? String(contentsOfFile: dir.file("requests.log"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
     func stats() throws -> [String: Int] {
-        let text = try run(["curl", "-s", "http://\(host)/_proxy/stats"])
+        let text = try run(["curl", "-s", "-m", "10", "http://\(host)/_proxy/stats"])
         return (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Int]) ?? [:]
     }
 
@@ -285,4 +291,52 @@ func readFile(_ path: String) throws -> [UInt8] {
 func writeAuthFile(_ path: String, host: String, user: String, password: String) throws {
     let auth = Data("\(user):\(password)".utf8).base64EncodedString()
     try "{\"auths\":{\"\(host)\":{\"auth\":\"\(auth)\"}}}".write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+/// The built `ferry` executable, run as a user would (output captured in files, so a chatty
+/// stderr cannot fill a pipe and stall it).
+enum FerryTool {
+    static var packageRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    static var path: String {
+        let dir = ProcessInfo.processInfo.environment["FERRY_BIN_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? packageRoot + "/.build/debug"
+        return dir + "/ferry"
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs `ferry arguments…` with `environment` added to (or replacing entries of) ours.
+    static func run(_ arguments: [String], environment: [String: String] = [:], in dir: TempDir) throws -> Result {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw FixtureError(description: "\(path) is missing: run `swift build` first")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        let id = UUID().uuidString
+        let outPath = dir.file("ferry-\(id).out"), errPath = dir.file("ferry-\(id).err")
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: outPath)
+        process.standardError = FileHandle(forWritingAtPath: errPath)
+        try process.run()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus,
+                      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+                      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+    }
+}
+
+/// Pushes `image` (layer, config, manifest by tag) with `client`.
+func push(_ image: TestImage, to ref: RegistryReference, with client: RegistryClient) async throws {
+    try await client.pushBlob(ref, fromFile: image.layerPath, digest: image.layerDigest, size: UInt64(image.layerBytes.count))
+    try await client.pushBlob(ref, bytes: image.config)
+    try await client.pushManifest(ref, bytes: image.manifest, mediaType: MediaType.ociManifest)
 }

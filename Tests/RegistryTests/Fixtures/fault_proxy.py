@@ -4,14 +4,19 @@
 Every request under /v2/<name>/… is forwarded to --upstream unless it is chosen for a fault:
 with --every N, every Nth such request gets the next fault of --faults, in turn:
   reset   close the connection with a TCP RST, no answer
-  500     answer 500
+  500     answer 500 (any other status number: that status)
   429     answer 429 with Retry-After: 1
   stall   send the headers and half the body, then go silent for --stall-seconds
+  cut     send the headers and half the body, then reset the connection
 Other switches:
   --corrupt-blobs   flip one byte in the middle of every blob body
   --ignore-range    drop the Range header (the registry then answers 200 with the whole blob)
   --redirect-blobs  answer blob GETs with 307 to /_storage/<id>/… on this proxy (a stand-in for
                     a storage backend); each such URL works --storage-uses times, then 403
+  --storage-expires N  signed URLs say (SigV4 style) and enforce that they expire after N seconds
+  --storage-base URL  redirect to URL/_storage/… instead (another proxy of this kind, in front of
+                    the same registry, then plays the storage backend)
+  --log FILE        append "METHOD PATH STATUS" for every request (the request log)
 GET /_proxy/stats returns counters as JSON.
 """
 import argparse, signal, http.client, itertools, json, os, socket, struct, threading, time, urllib.parse
@@ -33,10 +38,14 @@ def main():
     p.add_argument("--ignore-range", action="store_true")
     p.add_argument("--redirect-blobs", action="store_true")
     p.add_argument("--storage-uses", type=int, default=1000000)
+    p.add_argument("--log", default=None)
+    p.add_argument("--storage-base", default=None)
+    p.add_argument("--storage-expires", type=int, default=0, help="signed URLs carry X-Amz-Date/X-Amz-Expires and die after N s")
     args = p.parse_args()
 
     faults = [f for f in args.faults.split(",") if f]
     lock = threading.Lock()
+    log_lock = threading.Lock()
     stats = {"requests": 0, "faults": 0, "blob_gets": 0, "storage_gets": 0, "storage_refused": 0}
     counter = itertools.count(1)
     fault_cycle = itertools.cycle(faults) if faults else None
@@ -48,6 +57,12 @@ def main():
 
         def log_message(self, *a):
             pass
+
+        def send_response(self, code, message=None):
+            if args.log:
+                with log_lock, open(args.log, "a") as f:
+                    f.write(f"{self.command} {self.path} {code}\n")
+            super().send_response(code, message)
 
         def finish(self):
             try:
@@ -88,6 +103,11 @@ def main():
             self.end_headers()
             if self.command == "HEAD":
                 return
+            if fault == "cut" and len(data) > 1:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.reset()
+                return
             if fault == "stall" and len(data) > 1:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
@@ -116,6 +136,11 @@ def main():
                     used = storage_uses.get(sid, 0) + 1
                     storage_uses[sid] = used
                     expired = used > args.storage_uses
+                    query = urllib.parse.parse_qs(url.query)
+                    if "X-Amz-Date" in query:
+                        signed = time.mktime(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")) - time.timezone
+                        if time.time() > signed + int(query["X-Amz-Expires"][0]):
+                            expired = True
                     if expired:
                         stats["storage_refused"] += 1
                 if expired:
@@ -136,17 +161,21 @@ def main():
                         stats["faults"] += 1
             if fault == "reset":
                 return self.reset()
-            if fault == "500":
-                return self.simple(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}', {"Content-Type": "application/json"})
+            if fault and fault.isdigit() and fault != "429":
+                return self.simple(int(fault), b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}', {"Content-Type": "application/json"})
             if fault == "429":
                 return self.simple(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
                                    {"Content-Type": "application/json", "Retry-After": "1"})
             if is_blob_get and args.redirect_blobs:
                 with lock:
                     sid = str(next(storage_ids))
-                host = self.headers.get("Host")
-                return self.simple(307, b"", {"Location": f"http://{host}/_storage/{sid}{url.path}?X-Signature=secret"})
-            self.forward(self.path, body, headers, fault=fault if fault == "stall" else None,
+                base = args.storage_base or f"http://{self.headers.get('Host')}"
+                query = "X-Signature=secret"
+                if args.storage_expires:
+                    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                    query += f"&X-Amz-Date={stamp}&X-Amz-Expires={args.storage_expires}"
+                return self.simple(307, b"", {"Location": f"{base}/_storage/{sid}{url.path}?{query}"})
+            self.forward(self.path, body, headers, fault=fault if fault in ("stall", "cut") else None,
                          corrupt=args.corrupt_blobs and is_blob_get)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any

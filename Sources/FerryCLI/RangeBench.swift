@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import OCI
+import Registry
+
+/// `ferry bench-ranges docker://HOST/REPO --blob DIGEST`: random range reads through the
+/// registry client, as the daemon does them; prints one JSON object (used by
+/// Tools/bench-registry).
+struct RangeBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-ranges", abstract: "Measure random range reads of a registry blob (JSON result).", shouldDisplay: false)
+    @Argument(help: "docker://HOST/REPO") var repository: String
+    @Option(help: "The blob to read.") var blob: String
+    @Option(help: "Number of reads.") var count: Int = 500
+    @Option(help: "Bytes per read.") var size: String = "4KiB"
+    @Option(help: "Reads in flight.") var concurrency: Int = 1
+    @Flag(help: "Open a new connection for every read.") var freshConnections = false
+    @OptionGroup var registry: RegistryFlags
+
+    struct Result: Encodable {
+        var reads: Int
+        var bytesPerRead: UInt64
+        var concurrency: Int
+        var reuseConnections: Bool
+        var seconds: Double
+        var megabytesPerSecond: Double
+        var p50Milliseconds: Double
+        var p99Milliseconds: Double
+        var meanMilliseconds: Double
+    }
+
+    func run() throws {
+        try reportingErrors {
+            guard case let .registry(ref) = try ImageReference(parsing: repository) else {
+                throw ValidationError("expected docker://HOST/REPO")
+            }
+            let digest = try Digest(parsing: blob)
+            let length = try parseSize(size)
+            var options = try registry.options()
+            options.reuseConnections = !freshConnections
+            let client = RegistryClient(options: options)
+            let reads = count, workers = max(1, concurrency)
+            let blobSize = try waitFor { try await client.blobExists(ref, digest: digest) } ?? 0
+            guard blobSize > Int64(length) else { throw ValidationError("blob \(digest) has \(blobSize) bytes, fewer than one read") }
+            let last = UInt64(blobSize) - length
+            // One warm-up read (token, connection) outside the measurement.
+            _ = try waitFor { try await client.readRange(ref, digest: digest, range: 0..<length) }
+            let clock = ContinuousClock()
+            let start = clock.now
+            let latencies: [Double] = try waitFor {
+                try await withThrowingTaskGroup(of: [Double].self) { group in
+                    for worker in 0..<workers {
+                        group.addTask {
+                            var mine: [Double] = []
+                            for _ in stride(from: worker, to: reads, by: workers) {
+                                let offset = UInt64.random(in: 0...last)
+                                let t0 = clock.now
+                                let bytes = try await client.readRange(ref, digest: digest, range: offset..<(offset + length))
+                                guard bytes.count == Int(length) else { throw ValidationError("short read at \(offset)") }
+                                mine.append(milliseconds(clock.now - t0))
+                            }
+                            return mine
+                        }
+                    }
+                    var all: [Double] = []
+                    for try await part in group { all += part }
+                    return all
+                }
+            }
+            let seconds = milliseconds(clock.now - start) / 1000
+            let sorted = latencies.sorted()
+            func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+            let result = Result(
+                reads: reads, bytesPerRead: length, concurrency: workers, reuseConnections: !freshConnections,
+                seconds: seconds, megabytesPerSecond: Double(UInt64(reads) * length) / 1e6 / max(seconds, 1e-9),
+                p50Milliseconds: percentile(0.5), p99Milliseconds: percentile(0.99),
+                meanMilliseconds: sorted.reduce(0, +) / Double(max(1, sorted.count)))
+            print(String(decoding: try CanonicalJSON.encode(result), as: UTF8.self))
+        }
+    }
+}
+
+private func milliseconds(_ d: Duration) -> Double {
+    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+}
