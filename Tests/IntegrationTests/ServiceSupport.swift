@@ -36,12 +36,17 @@ final class ServiceManagerStandIn: @unchecked Sendable {
         socket = workspace.sub("ferryd.sock")
         logPath = workspace.sub("ferryd.log")
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        Thread.detachNewThread { [self] in receiveLoop() }
+        // Weak: the thread must not keep the stand-in (and so its ferryd) alive past the test.
+        Thread.detachNewThread { [weak self] in
+            while let self, self.receiveOnce() {}
+        }
     }
 
-    private func receiveLoop() {
-        while lock.withLock({ receiving }) {
-            guard let message = try? listener.receive(timeoutMilliseconds: 100) else { continue }
+    /// Takes one message if one comes within 100 ms; false once the stand-in is closing.
+    private func receiveOnce() -> Bool {
+        guard lock.withLock({ receiving }) else { return false }
+        do {
+            guard let message = try listener.receive(timeoutMilliseconds: 100) else { return true }
             lock.withLock {
                 messages.append((Date(), message.assignments, message.descriptors))
                 if message.assignments.contains("FDSTORE=1") {
@@ -52,7 +57,10 @@ final class ServiceManagerStandIn: @unchecked Sendable {
                     for fd in message.descriptors { store.append((name, fd)) }
                 }
             }
+        } catch {
+            usleep(10_000)
         }
+        return true
     }
 
     /// Every message so far, in order.
@@ -130,8 +138,8 @@ struct SmallServiceImage {
 
     static let readFiles = ["a.bin", "b.bin", "c.bin", "d.bin"]
 
-    init(_ ws: Workspace) throws {
-        let root = ws.sub("small-root")
+    init(_ ws: Workspace, name: String = "small") throws {
+        let root = ws.sub("\(name)-root")
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         var files: [String: [UInt8]] = [:]
         var generator = SystemRandomNumberGenerator()
@@ -144,13 +152,13 @@ struct SmallServiceImage {
             try Data(bytes).write(to: URL(fileURLWithPath: "\(root)/\(name)"))
             files[name] = bytes
         }
-        let tar = ws.sub("layer.tar")
+        let tar = ws.sub("\(name)-layer.tar")
         try Shell.check(["tar", "-C", root, "-cf", tar, "."])
-        let source = ws.sub("small-source")
+        let source = ws.sub("\(name)-source")
         try Shell.check(["umoci", "init", "--layout", source])
         try Shell.check(["umoci", "new", "--image", "\(source):t"])
         try Shell.check(["umoci", "raw", "add-layer", "--no-history", "--image", "\(source):t", tar])
-        layout = ws.sub("small-ferry")
+        layout = ws.sub("\(name)-ferry")
         try Shell.check([Build.ferry, "convert", "oci:\(source):t", "oci:\(layout):t", "--chunk-size", "4KiB"])
         reference = "oci:\(layout):t"
         self.files = files
