@@ -1,3 +1,4 @@
+import FerrySystem
 public import ArgumentParser
 import Foundation
 
@@ -11,8 +12,13 @@ public struct FerryCommand: ParsableCommand {
     public init() {}
 }
 
-/// Entry point of the `ferry` executable.
-public func runFerry() { FerryCommand.main() }
+/// Entry point of the `ferry` executable. Signals a parent left blocked (a multithreaded
+/// parent's `Process` children inherit its mask) are unblocked, so `timeout`/SIGTERM end
+/// `ferry status --watch` and friends.
+public func runFerry() {
+    ProcessInfoRaw.unblockAllSignals()
+    FerryCommand.main()
+}
 
 /// Runs `body`, and turns any error into one line on stderr and exit status 1, which is what a
 /// user (or a script) of `ferry` gets for every bad input.
