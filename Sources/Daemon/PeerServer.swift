@@ -71,23 +71,7 @@ extension PeerNetwork {
 
     /// 32 bytes from 64 lower- or upper-case hex digits.
     static func digest(hex: String) -> [UInt8]? {
-        let chars = Array(hex.utf8)
-        guard chars.count == 64 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: return c - 0x30
-            case 0x61...0x66: return c - 0x61 + 10
-            case 0x41...0x46: return c - 0x41 + 10
-            default: return nil
-            }
-        }
-        for k in stride(from: 0, to: 64, by: 2) {
-            guard let hi = nibble(chars[k]), let lo = nibble(chars[k + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-        }
-        return out
+        hex.utf8.count == 64 ? bytesFromHex(hex) : nil
     }
 
     /// "host:port" or "[v6]:port" → (host, port).
