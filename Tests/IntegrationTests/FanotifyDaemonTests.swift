@@ -183,6 +183,13 @@ func allocated(_ dir: String) throws -> Int {
 /// as `ferry inspect --chunks` reports them.
 func chunkBytes(of path: String, layout: String) throws -> (compressed: Int, uncompressed: Int) {
     let out = try Shell.check([Build.ferry, "inspect", "oci:\(layout):t", "--chunks", path, "--json"])
+    let totals = try distinctChunkTotals(inspectJSON: out)
+    return (totals.compressed, totals.uncompressed)
+}
+
+/// The rows of `ferry inspect --chunks --json`, and the compressed and aligned bytes of their
+/// distinct chunks (by digest).
+func distinctChunkTotals(inspectJSON out: String) throws -> (rows: [[String: Any]], compressed: Int, uncompressed: Int) {
     let rows = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
     var seen = Set<String>()
     var compressed = 0, uncompressed = 0
@@ -191,7 +198,7 @@ func chunkBytes(of path: String, layout: String) throws -> (compressed: Int, unc
         compressed += row["compressedSize"] as? Int ?? 0
         uncompressed += row["alignedSize"] as? Int ?? 0
     }
-    return (compressed, uncompressed)
+    return (rows, compressed, uncompressed)
 }
 
 /// Where the first chunk of a file is stored: the blob file and the byte offset in it.

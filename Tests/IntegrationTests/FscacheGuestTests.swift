@@ -70,6 +70,7 @@ import Testing
 
         var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 
+        @discardableResult
         func ferry(_ arguments: String) throws -> String {
             try sh("\(FscacheGuestTests.ferry) \(arguments) --socket \(socket)").output
         }
@@ -95,14 +96,7 @@ import Testing
     /// Distinct compressed and aligned bytes of the chunks of `path` in a converted layout.
     static func chunkBytes(_ path: String, layout: String) throws -> (compressed: Int, uncompressed: Int, blob: String, offsets: [Int]) {
         let out = try sh("\(ferry) inspect oci:\(layout):t --chunks \(path) --json").output
-        let rows = (try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]) ?? []
-        var seen = Set<String>()
-        var compressed = 0, uncompressed = 0
-        for row in rows {
-            guard let digest = row["digest"] as? String, seen.insert(digest).inserted else { continue }
-            compressed += row["compressedSize"] as? Int ?? 0
-            uncompressed += row["alignedSize"] as? Int ?? 0
-        }
+        let (rows, compressed, uncompressed) = try distinctChunkTotals(inspectJSON: out)
         guard let first = rows.first, let blob = first["blob"] as? String else {
             throw Failed(description: "no chunks for \(path): \(out)")
         }
