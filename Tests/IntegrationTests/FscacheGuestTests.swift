@@ -37,7 +37,7 @@ import Testing
         print("fscache-guest: \(line)")
         if let out = ProcessInfo.processInfo.environment["FERRY_VM_OUT"] {
             let path = out + "/fscache-figures.txt"
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             if let handle = FileHandle(forWritingAtPath: path) {
                 handle.seekToEndOfFile()
                 handle.write(Data((line + "\n").utf8))
