@@ -87,7 +87,7 @@ import Testing
         func fetched(_ reference: String) throws -> Int { try images()[reference]?["bytesFetched"] as? Int ?? -1 }
 
         func kill() throws {
-            try sh("pkill -9 -f '^\(ferryd) --backend fscache --state-dir \(state) ' ; sleep 0.5", check: false)
+            try sh("pkill -9 -f '\(ferryd) --backend fscache --state-dir \(state) ' ; sleep 0.5", check: false)
         }
     }
 
@@ -226,7 +226,7 @@ import Testing
             let marker = "\(Self.work)/reader-\(round)"
             let readers = files.map { "cmp \(mnt)/\($0) \(refA)/\($0)" }.joined(separator: " && ")
             try Self.sh("( \(readers) && echo ok > \(marker) || echo fail > \(marker) ) > /dev/null 2>&1 &")
-            try Self.sh("pkill -\(signal) -f '^\(Self.ferryd) --backend fscache --state-dir \(daemon.state) '; sleep 0.3", check: false)
+            try Self.sh("pkill -\(signal) -f '\(Self.ferryd) --backend fscache --state-dir \(daemon.state) '; sleep 0.3", check: false)
             let t0 = Date()
             try daemon.launch()
             try Self.sh("for i in $(seq 600); do [ -s \(marker) ] && exit 0; sleep 0.1; done; exit 1")
