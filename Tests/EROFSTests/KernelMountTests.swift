@@ -23,7 +23,9 @@ import Testing
             print("skipping kernel mount test: \(reason)")
             return
         }
-        try mountAndCompare(RichFixture.withDevices(), mode: mode)
+        // Loop devices: avoid the layout that trips the kernel's cross-device bio merge (see
+        // RichFixture.withDevices); the file-backed mode, which the fanotify backend uses, gets it.
+        try mountAndCompare(RichFixture.withDevices(sectorContiguousAcrossDevices: mode == "file"), mode: mode)
     }
 
     private func mountAndCompare(_ fixture: RichFixture, mode: String) throws {

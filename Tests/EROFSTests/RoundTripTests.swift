@@ -5,7 +5,7 @@ import Testing
 /// Writer → reader: everything the model says comes back from the bytes.
 @Suite struct RoundTripTests {
     static let fixtures: [String: @Sendable () -> RichFixture] = [
-        "self-contained": RichFixture.selfContained, "with-devices": RichFixture.withDevices,
+        "self-contained": RichFixture.selfContained, "with-devices": { RichFixture.withDevices() },
     ]
 
     @Test(arguments: ["self-contained", "with-devices"])
