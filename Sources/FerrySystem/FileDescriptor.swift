@@ -70,9 +70,24 @@ public struct FileDescriptor: Sendable {
 
     /// Reads exactly `count` bytes at `offset` unless the file ends first.
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        let filled = try read(at: offset, into: &out)
-        if filled < count { out.removeSubrange(filled...) }
+        guard count > 0 else { return [] }
+        // A fresh, uninitialized array: no zeroing, and never a copy of a buffer someone else holds.
+        var failure: (any Error)?
+        let out = [UInt8](unsafeUninitializedCapacity: count) { dst, initialized in
+            var filled = 0
+            do {
+                while filled < count {
+                    // Safe because: the destination range lies within the new array's capacity.
+                    let n = try retrying("pread \(name)") {
+                        pread(rawValue, dst.baseAddress! + filled, count - filled, off_t(offset) + off_t(filled))
+                    }
+                    if n == 0 { break }
+                    filled += n
+                }
+            } catch { failure = error }
+            initialized = filled
+        }
+        if let failure { throw failure }
         return out
     }
 

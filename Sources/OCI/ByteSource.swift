@@ -89,11 +89,12 @@ public final class FileSource: SkippingByteSource {
         if bufferPosition == buffer.count {
             guard remaining > 0 else { return nil }
             let want = Int(min(UInt64(Self.readSize), remaining))
-            if buffer.count != want { buffer = [UInt8](repeating: 0, count: want) }
-            let got: Int
-            do { got = try file.read(at: offset, into: &buffer) } catch {
+            // A new array per read: slices of the previous one may still be held downstream (the
+            // layer hasher, a chunk being assembled), and writing into it would copy it first.
+            do { buffer = try file.read(at: offset, count: want) } catch {
                 throw OCIError.io(path: file.name, reason: "\(error)")
             }
+            let got = buffer.count
             guard got == want else {
                 throw OCIError.io(path: file.name, reason: "file ended early at offset \(offset + UInt64(got)) (expected \(remaining - UInt64(got)) more bytes)")
             }
