@@ -174,9 +174,9 @@ extension RegistryClient {
                                    progress: (@Sendable (UInt64) -> Void)?, target: RegistryTarget,
                                    cancel: CancellationFlag) throws -> UInt64 {
         try withPullSources(ref, object: target.object) { host, policy in
-            let file = try ioCall(path) { try FileDescriptor.open(path, .createTruncate) }
-            defer { try? file.close() }
-            var hasher = SHA256()
+            // Writing and hashing run on the file's own queue, beside curl's receiving thread.
+            let file = try StreamingBlobFile(path: path)
+            defer { file.close() }
             var written: UInt64 = 0
             var started = false
             let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
@@ -193,13 +193,11 @@ extension RegistryClient {
                             }
                         } else if written > 0 {
                             // The server sent the whole blob again: start over.
-                            try ioCall(path) { try file.truncate(to: 0); try file.seek(to: 0) }
-                            hasher = SHA256()
+                            try file.restart()
                             written = 0
                         }
                     }
-                    try ioCall(path) { try file.write(chunk) }
-                    hasher.update(chunk)
+                    try file.append(chunk)
                     written += UInt64(chunk.count)
                     if let expectedSize, written > UInt64(max(0, expectedSize)) {
                         throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
@@ -214,9 +212,9 @@ extension RegistryClient {
                 if let expectedSize, Int64(written) != expectedSize {
                     throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
                 }
-                try verify(digest, actual: Digest(sha256: hasher.finalize()), target)
+                try verify(digest, actual: try file.digest(), target)
             } catch {
-                try? file.close()
+                file.close()
                 unlink(path)
                 throw error
             }

@@ -1,0 +1,84 @@
+import Dispatch
+import FerrySystem
+import OCI
+import Synchronization
+
+/// Writes a downloading blob to its file and hashes it, each on a serial queue of its own, so
+/// the thread receiving from the network only hands pieces over and the three run on separate
+/// cores (at most `slots` pieces wait for each queue).
+///
+/// Used by one transfer at a time from curl's callback thread; `digest()` waits for the queue.
+final class StreamingBlobFile {
+    /// The file and the hash state; touched only on `queue` once created.
+    private final class Output: @unchecked Sendable {
+        // Safe because: after init, file is used only on `writeQueue` and hasher only on
+        // `hashQueue` (both serial, or inside their `sync`); the failure is behind its own lock.
+        let file: FileDescriptor
+        var hasher = SHA256()
+        let failure = Mutex<(any Error)?>(nil)
+        init(file: FileDescriptor) { self.file = file }
+    }
+
+    let path: String
+    private let output: Output
+    private let writeQueue = DispatchQueue(label: "ferry.blob-download-write")
+    private let hashQueue = DispatchQueue(label: "ferry.blob-download-hash")
+    private let writeSlots: DispatchSemaphore
+    private let hashSlots: DispatchSemaphore
+
+    /// Creates (truncates) the file at `path`.
+    init(path: String, slots: Int = 8) throws {
+        self.path = path
+        output = Output(file: try ioCall(path) { try FileDescriptor.open(path, .createTruncate) })
+        writeSlots = DispatchSemaphore(value: max(1, slots))
+        hashSlots = DispatchSemaphore(value: max(1, slots))
+    }
+
+    /// Queues `piece` to be written and hashed; throws an earlier write failure.
+    func append(_ piece: ArraySlice<UInt8>) throws {
+        if let failure = pendingFailure() { throw failure }
+        let output = self.output, path = self.path
+        let writeSlots = self.writeSlots, hashSlots = self.hashSlots
+        writeSlots.wait()
+        writeQueue.async {
+            defer { writeSlots.signal() }
+            guard output.failure.withLock({ $0 == nil }) else { return }
+            do { try ioCall(path) { try output.file.write(piece) } } catch {
+                output.failure.withLock { $0 = error }
+            }
+        }
+        hashSlots.wait()
+        hashQueue.async {
+            defer { hashSlots.signal() }
+            output.hasher.update(piece)
+        }
+    }
+
+    /// Empties the file and the hash (the server resent the blob from its start).
+    func restart() throws {
+        let output = self.output, path = self.path
+        try writeQueue.sync {
+            if let failure = output.failure.withLock({ $0 }) { throw failure }
+            try ioCall(path) { try output.file.truncate(to: 0); _ = try output.file.seek(to: 0) }
+        }
+        hashQueue.sync { output.hasher = SHA256() }
+    }
+
+    /// Waits for every queued piece and returns the digest of what was written.
+    func digest() throws -> Digest {
+        let output = self.output
+        try writeQueue.sync {
+            if let failure = output.failure.withLock({ $0 }) { throw failure }
+        }
+        return Digest(sha256: hashQueue.sync { output.hasher.finalize() })
+    }
+
+    /// Waits for queued pieces and closes the file.
+    func close() {
+        let output = self.output
+        hashQueue.sync {}
+        writeQueue.sync { try? output.file.close() }
+    }
+
+    private func pendingFailure() -> (any Error)? { output.failure.withLock { $0 } }
+}
