@@ -14,7 +14,10 @@ final class ChunkPipeline<Tag> {
         // Written once by the worker before `done.signal()`, read by the owner after `done.wait()`:
         // the semaphore orders the accesses.
         var result: Result<EncodedChunk, any Error> = .failure(CancellationError())
+        /// The chunk's bytes; given back to the pipeline's free list once the chunk is committed.
+        var input: [UInt8]
         let done = DispatchSemaphore(value: 0)
+        init(input: [UInt8]) { self.input = input }
     }
 
     private let compression: ChunkCompression
@@ -22,6 +25,9 @@ final class ChunkPipeline<Tag> {
     private let queue = DispatchQueue(label: "ferry.chunk-encoder", attributes: .concurrent)
     private var inFlight: [(job: Job, tag: Tag)] = []
     private var head = 0
+    /// Chunk buffers whose chunks are committed, for `takeBuffer` to hand out again: reusing them
+    /// keeps megabyte allocations from fragmenting the heap between small long-lived ones.
+    private var freeBuffers: [[UInt8]] = []
     private let commit: (EncodedChunk, Tag) throws -> Void
 
     /// - Parameters:
@@ -33,12 +39,20 @@ final class ChunkPipeline<Tag> {
         self.commit = commit
     }
 
+    /// An empty buffer with at least `capacity` bytes reserved, recycled when possible.
+    func takeBuffer(capacity: Int) -> [UInt8] {
+        var buffer = freeBuffers.popLast() ?? []
+        buffer.removeAll(keepingCapacity: true)
+        buffer.reserveCapacity(capacity)
+        return buffer
+    }
+
     /// Queues `bytes` for hashing and compression.
     func submit(_ bytes: [UInt8], tag: Tag) throws {
-        let job = Job()
+        let job = Job(input: bytes)
         let compression = self.compression
         queue.async {
-            job.result = Result { try ChunkCodec.encode(bytes, compression: compression) }
+            job.result = Result { try ChunkCodec.encode(job.input, compression: compression) }
             job.done.signal()
         }
         inFlight.append((job, tag))
@@ -60,7 +74,14 @@ final class ChunkPipeline<Tag> {
             inFlight.removeFirst(head)
             head = 0
         }
-        try commit(try job.result.get(), tag)
+        let result = job.result
+        job.result = .failure(CancellationError())
+        try commit(try result.get(), tag)
+        if freeBuffers.count <= window {
+            var input: [UInt8] = []
+            swap(&input, &job.input)
+            freeBuffers.append(input)
+        }
     }
 
     deinit {

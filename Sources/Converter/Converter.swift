@@ -92,8 +92,6 @@ public enum Converter {
             table.rows[tag.file][tag.chunk] = try assembler.place(chunk)
         }
         var tree = MergedTree<FilePayload>()
-        var buffer = [UInt8]()
-        buffer.reserveCapacity(chunkSize)
 
         do {
             for (layerIndex, layer) in image.manifest.layers.enumerated() {
@@ -117,7 +115,7 @@ public enum Converter {
                             let file = table.addFile(chunkCount: chunkCount)
                             for chunk in 0..<chunkCount {
                                 let want = Int(min(UInt64(chunkSize), size - UInt64(chunk) * UInt64(chunkSize)))
-                                buffer.removeAll(keepingCapacity: true)
+                                var buffer = pipeline.takeBuffer(capacity: chunkSize)
                                 try fill(&buffer, from: reader, count: want, entry: entry, layer: layerName)
                                 try pipeline.submit(buffer, tag: (file, chunk))
                             }
