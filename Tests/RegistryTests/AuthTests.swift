@@ -50,6 +50,36 @@ func convertPullCheck(
 }
 
 /// No password, no `user:password` in base64, no Authorization header, no JWT in `text`.
+/// A registry that trusts `tokens`, and an image pushed to it as `ferry/src:v1` by a client that
+/// has the token server's credentials in an auth file. The caller stops the registry.
+struct TokenSetup {
+    let registry: RegistryServer
+    let dir: TempDir
+    let image: TestImage
+    let authFile: String
+    let client: RegistryClient
+    let source: RegistryReference
+
+    init(tokens: TokenServer, fileSize: Int) async throws {
+        registry = try await RegistryServer(
+            auth: .token(
+                realm: tokens.realm, service: TokenServer.service,
+                issuer: TokenServer.issuer, certificate: tokens.certificate))
+        do {
+            dir = try TempDir()
+            image = try TestImage(in: dir, fileSize: fileSize)
+            authFile = dir.file("auth.json")
+            try writeAuthFile(authFile, host: registry.host, user: TokenServer.user, password: TokenServer.password)
+            client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], authFile: authFile))
+            source = try RegistryReference(parsing: "\(registry.host)/ferry/src:v1")
+            try await push(image, to: source, with: client)
+        } catch {
+            registry.stop()
+            throw error
+        }
+    }
+}
+
 func expectNoSecrets(_ text: String, user: String, password: String, sourceLocation: SourceLocation = #_sourceLocation) {
     let basic = Data("\(user):\(password)".utf8).base64EncodedString()
     for secret in [password, basic, "Authorization:", "Bearer ey"] {
@@ -137,18 +167,9 @@ extension RegistryTests {
         @Test func tokenAuthWithTwoSecondTokensKeepsALongPullWorking() async throws {
             let tokens = try TokenServer(lifetime: 2)
             defer { tokens.stop() }
-            let registry = try await RegistryServer(
-                auth: .token(
-                    realm: tokens.realm, service: TokenServer.service,
-                    issuer: TokenServer.issuer, certificate: tokens.certificate))
-            defer { registry.stop() }
-            let dir = try TempDir()
-            let image = try TestImage(in: dir, fileSize: 2 << 20)
-            let authFile = dir.file("auth.json")
-            try writeAuthFile(authFile, host: registry.host, user: TokenServer.user, password: TokenServer.password)
-            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], authFile: authFile))
-            let source = try RegistryReference(parsing: "\(registry.host)/ferry/src:v1")
-            try await push(image, to: source, with: client)
+            let setup = try await TokenSetup(tokens: tokens, fileSize: 2 << 20)
+            defer { setup.registry.stop() }
+            let (registry, dir, image, authFile, client, source) = (setup.registry, setup.dir, setup.image, setup.authFile, setup.client, setup.source)
 
             // Anonymous: pull-only tokens; pulling works, pushing is refused.
             let anonymous = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], authFile: dir.file("none.json")))
@@ -189,18 +210,9 @@ extension RegistryTests {
             // RS256 and ES256 signatures both pass the registry's check.
             let tokens = try TokenServer(keyType: keyType, lifetime: 2, advertise: 3600, noPost: true)
             defer { tokens.stop() }
-            let registry = try await RegistryServer(
-                auth: .token(
-                    realm: tokens.realm, service: TokenServer.service,
-                    issuer: TokenServer.issuer, certificate: tokens.certificate))
-            defer { registry.stop() }
-            let dir = try TempDir()
-            let image = try TestImage(in: dir, fileSize: 256 << 10)
-            let authFile = dir.file("auth.json")
-            try writeAuthFile(authFile, host: registry.host, user: TokenServer.user, password: TokenServer.password)
-            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], authFile: authFile))
-            let ref = try RegistryReference(parsing: "\(registry.host)/ferry/src:v1")
-            try await push(image, to: ref, with: client)
+            let setup = try await TokenSetup(tokens: tokens, fileSize: 256 << 10)
+            defer { setup.registry.stop() }
+            let (image, client, ref) = (setup.image, setup.client, setup.source)
             #expect(try await client.readRange(ref, digest: image.layerDigest, range: 0..<100) == Array(image.layerBytes[0..<100]))
             let before = try tokens.stats()["issued"] ?? 0
             try await Task.sleep(for: .milliseconds(3500))

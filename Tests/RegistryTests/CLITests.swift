@@ -11,10 +11,7 @@ extension RegistryTests {
         @Test func inspectOfARemoteImageFetchesOnlyManifestConfigAndBootstrap() async throws {
             let registry = try await RegistryServer()
             defer { registry.stop() }
-            let dir = try TempDir()
-            let image = try TestImage(in: dir, fileSize: 2 << 20)
-            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host]))
-            try await push(image, to: try RegistryReference(parsing: "\(registry.host)/ferry/src:v1"), with: client)
+            let (dir, _, client) = try await pushSourceImage(to: registry)
             let convert = try FerryTool.run(
                 [
                     "convert", "docker://\(registry.host)/ferry/src:v1", "docker://\(registry.host)/ferry/conv:v1",
@@ -53,10 +50,7 @@ extension RegistryTests {
         @Test func progressBarsOnATerminalOnlyAndJSONSummaries() async throws {
             let registry = try await RegistryServer()
             defer { registry.stop() }
-            let dir = try TempDir()
-            let image = try TestImage(in: dir, fileSize: 2 << 20)
-            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host]))
-            try await push(image, to: try RegistryReference(parsing: "\(registry.host)/ferry/src:v1"), with: client)
+            let (dir, image, _) = try await pushSourceImage(to: registry)
             let host = registry.host
 
             // Not a terminal: nothing on stderr.
@@ -109,4 +103,13 @@ extension RegistryTests {
                 "\(converted.stdout)")
         }
     }
+}
+
+/// Pushes a 2 MiB test image to `registry` as `ferry/src:v1`; returns its directory, the image and the client.
+private func pushSourceImage(to registry: RegistryServer) async throws -> (TempDir, TestImage, RegistryClient) {
+    let dir = try TempDir()
+    let image = try TestImage(in: dir, fileSize: 2 << 20)
+    let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host]))
+    try await push(image, to: try RegistryReference(parsing: "\(registry.host)/ferry/src:v1"), with: client)
+    return (dir, image, client)
 }

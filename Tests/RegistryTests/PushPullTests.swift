@@ -9,6 +9,18 @@ import Testing
 
 extension RegistryTests {
     @Suite struct PushPull {
+        /// Pushes 6 MiB of random bytes to `registry` as a blob of `ferry/ranges`.
+        func pushRandomBlob(to registry: RegistryServer) async throws -> ([UInt8], Digest, RegistryClient, RegistryReference) {
+            let dir = try TempDir()
+            let blob = randomBytes(6 << 20)
+            try writeFile(dir.file("blob"), blob)
+            let digest = Digest(sha256: SHA256.hash(blob))
+            let client = client(registry)
+            let ref = try RegistryReference(parsing: "\(registry.host)/ferry/ranges:latest")
+            try await client.pushBlob(ref, fromFile: dir.file("blob"), digest: digest, size: UInt64(blob.count))
+            return (blob, digest, client, ref)
+        }
+
         func client(_ registry: RegistryServer, chunkSize: UInt64? = nil) -> RegistryClient {
             RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], uploadChunkSize: chunkSize))
         }
@@ -134,13 +146,7 @@ extension RegistryTests {
         @Test func manyRandomRangesReturnExactlyTheRequestedBytes() async throws {
             let registry = try await RegistryServer()
             defer { registry.stop() }
-            let dir = try TempDir()
-            let blob = randomBytes(6 << 20)
-            try writeFile(dir.file("blob"), blob)
-            let digest = Digest(sha256: SHA256.hash(blob))
-            let client = client(registry)
-            let ref = try RegistryReference(parsing: "\(registry.host)/ferry/ranges:latest")
-            try await client.pushBlob(ref, fromFile: dir.file("blob"), digest: digest, size: UInt64(blob.count))
+            let (blob, digest, client, ref) = try await pushRandomBlob(to: registry)
 
             let source = RegistryBlobSource(client: client, repository: ref)
             var generator = SystemRandomNumberGenerator()
@@ -160,14 +166,8 @@ extension RegistryTests {
         @Test func rangesBeyondTheEndAndServersIgnoringRange() async throws {
             let registry = try await RegistryServer()
             defer { registry.stop() }
-            let dir = try TempDir()
-            let blob = randomBytes(6 << 20)
-            try writeFile(dir.file("blob"), blob)
-            let digest = Digest(sha256: SHA256.hash(blob))
+            let (blob, digest, client, ref) = try await pushRandomBlob(to: registry)
             let size = UInt64(blob.count)
-            let client = client(registry)
-            let ref = try RegistryReference(parsing: "\(registry.host)/ferry/ranges:latest")
-            try await client.pushBlob(ref, fromFile: dir.file("blob"), digest: digest, size: size)
             let source = RegistryBlobSource(client: client, repository: ref)
             var generator = SystemRandomNumberGenerator()
 
