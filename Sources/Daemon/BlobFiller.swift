@@ -203,9 +203,12 @@ public final class BlobFiller: Sendable {
                 }
                 stats.chunksVerified.add(decoded.count)
                 stats.uncompressedBytesFetched.add(decoded.reduce(0) { $0 + $1.1.count })
-                for (i, data, stored) in decoded {
-                    if let store, let error = store.save(blob.chunks[i], stored: stored) { stats.noteStoreError(error) }
-                    try await deliver(i, data)
+                // The reader waits for the sink, not for the store: deliver everything first.
+                for (i, data, _) in decoded { try await deliver(i, data) }
+                if let store {
+                    for (i, _, stored) in decoded {
+                        if let error = store.save(blob.chunks[i], stored: stored) { stats.noteStoreError(error) }
+                    }
                 }
                 return
             } catch let error as FillError {
