@@ -11,8 +11,8 @@ import Dispatch
 final class ChunkPipeline<Tag> {
     /// One chunk being encoded on a worker.
     private final class Job: @unchecked Sendable {
-        // Written once by the worker before `done.signal()`, read by the owner after `done.wait()`:
-        // the semaphore orders the accesses.
+        // `result` is written once by the worker before `done.signal()`; the owner reads it, and
+        // takes `input` back, only after `done.wait()`: the semaphore orders the accesses.
         var result: Result<EncodedChunk, any Error> = .failure(CancellationError())
         /// The chunk's bytes; given back to the pipeline's free list once the chunk is committed.
         var input: [UInt8]

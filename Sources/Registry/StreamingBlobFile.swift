@@ -9,11 +9,12 @@ import Synchronization
 ///
 /// Used by one transfer at a time from curl's callback thread; `digest()` waits for the queue.
 final class StreamingBlobFile {
-    /// The file and the hash state; touched only on `queue` once created.
+    /// The file and the hash state, each touched only on its own queue once created.
     private final class Output: @unchecked Sendable {
-        // Safe because: after init, file is used only on `writeQueue` and hasher only on
-        // `hashQueue` (both serial, or inside their `sync`); the failure is behind its own lock.
+        // Safe because: after init, file and closed are used only on `writeQueue` and hasher only
+        // on `hashQueue` (both serial, or inside their `sync`); the failure is behind its own lock.
         let file: FileDescriptor
+        var closed = false
         var hasher = SHA256()
         let failure = Mutex<(any Error)?>(nil)
         init(file: FileDescriptor) { self.file = file }
@@ -73,11 +74,16 @@ final class StreamingBlobFile {
         return Digest(sha256: hashQueue.sync { output.hasher.finalize() })
     }
 
-    /// Waits for queued pieces and closes the file.
+    /// Waits for queued pieces and closes the file (once: later calls do nothing, so a closed
+    /// descriptor number that another thread reused is never closed again).
     func close() {
         let output = self.output
         hashQueue.sync {}
-        writeQueue.sync { try? output.file.close() }
+        writeQueue.sync {
+            guard !output.closed else { return }
+            output.closed = true
+            try? output.file.close()
+        }
     }
 
     private func pendingFailure() -> (any Error)? { output.failure.withLock { $0 } }
