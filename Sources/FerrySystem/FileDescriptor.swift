@@ -74,18 +74,13 @@ public struct FileDescriptor: Sendable {
         // A fresh, uninitialized array: no zeroing, and never a copy of a buffer someone else holds.
         var failure: (any Error)?
         let out = [UInt8](unsafeUninitializedCapacity: count) { dst, initialized in
-            var filled = 0
             do {
-                while filled < count {
-                    // Safe because: the destination range lies within the new array's capacity.
-                    let n = try retrying("pread \(name)") {
-                        pread(rawValue, dst.baseAddress! + filled, count - filled, off_t(offset) + off_t(filled))
-                    }
-                    if n == 0 { break }
-                    filled += n
-                }
-            } catch { failure = error }
-            initialized = filled
+                // Safe because: dst is the new array's capacity, count bytes.
+                initialized = try preadFully(into: UnsafeMutableRawBufferPointer(dst), at: offset)
+            } catch {
+                failure = error
+                initialized = 0
+            }
         }
         if let failure { throw failure }
         return out
@@ -93,12 +88,16 @@ public struct FileDescriptor: Sendable {
 
     /// Fills `buffer` from `offset` (a `pread` loop); returns how many bytes it read.
     public func read(at offset: UInt64, into buffer: inout [UInt8]) throws -> Int {
-        let count = buffer.count
+        try buffer.withUnsafeMutableBytes { try preadFully(into: $0, at: offset) }
+    }
+
+    /// `pread` until `destination` is full or the file ends; returns the bytes read.
+    private func preadFully(into destination: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
         var filled = 0
-        while filled < count {
-            let n = try buffer.withUnsafeMutableBytes { dst in
-                // Safe because: the destination range lies within buffer.
-                try retrying("pread \(name)") { pread(rawValue, dst.baseAddress! + filled, count - filled, off_t(offset) + off_t(filled)) }
+        while filled < destination.count {
+            // Safe because: the range written lies within destination.
+            let n = try retrying("pread \(name)") {
+                pread(rawValue, destination.baseAddress! + filled, destination.count - filled, off_t(offset) + off_t(filled))
             }
             if n == 0 { break }
             filled += n

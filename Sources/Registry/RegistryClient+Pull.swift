@@ -207,17 +207,13 @@ extension RegistryClient {
                     return true
                 })
             }
-            do {
-                try expect(response, [200, 206], call)
-                if let expectedSize, Int64(written) != expectedSize {
-                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
-                }
-                try verify(digest, actual: try file.digest(), target)
-            } catch {
-                file.close()
-                unlink(path)
-                throw error
+            // A failure here leaves the file to the next attempt (which truncates it) or to
+            // fetchBlobBlocking, which removes it once every source has failed.
+            try expect(response, [200, 206], call)
+            if let expectedSize, Int64(written) != expectedSize {
+                throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
             }
+            try verify(digest, actual: try file.digest(), target)
             if response.effectiveURL != blobURL {
                 redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectLifetime(for: response.effectiveURL))
             }
