@@ -143,7 +143,8 @@ enum DaemonAssembly {
         let blobCaches = backend as? any EvictsCachedBlobs
         let cache = store == nil && blobCaches == nil ? nil
             : CacheManager(limit: configuration.cacheLimit, store: store, blobCaches: blobCaches, logger: logger)
-        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver, cache: cache, metrics: metrics,
+        return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver,
+                           mounter: KernelMounter(readaheadKiB: configuration.kernelReadaheadKiB, logger: logger), cache: cache, metrics: metrics,
                            logger: logger, extraMetrics: extraMetrics, prefetcher: prefetcher)
     }
 

@@ -74,4 +74,27 @@ public enum Mount {
             throw SystemError.invalidArgument("\(what) \"\(value)\"", reason: "a mount option value cannot contain ',' or NUL")
         }
     }
+
+    /// The backing-device info (`/sys/class/bdi/erofs-N`) each EROFS superblock gets: file-backed
+    /// and fscache mounts have no block device, so the kernel gives the superblock its own bdi
+    /// (`super_setup_bdi`), named by a global counter. Its `read_ahead_kb` sets how far the kernel
+    /// reads around a page fault and ahead of a sequential reader on that mount.
+    public enum ReadaheadControl {
+        static let bdiDirectory = "/sys/class/bdi"
+
+        /// Names of the EROFS bdis that exist now.
+        public static func erofsBDINames() -> Set<String> {
+            let names = (try? RawPath.list(Array(bdiDirectory.utf8))) ?? []
+            return Set(names.map { String(decoding: $0, as: UTF8.self) }.filter { $0.hasPrefix("erofs-") })
+        }
+
+        /// Sets `read_ahead_kb` of the bdi `name`.
+        public static func setReadahead(kib: Int, bdi name: String) throws {
+            let path = "\(bdiDirectory)/\(name)/read_ahead_kb"
+            let fd = try FileDescriptor.open(path, .readWrite)
+            defer { try? fd.close() }
+            try fd.write(Array("\(kib)\n".utf8))
+        }
+    }
 }
+

@@ -76,6 +76,10 @@ struct CurlFailure: Error, Sendable {
 
 /// Called with each piece of a 2xx response body: the status, the headers, the bytes. Returns
 /// false once it has everything it needs (the transfer is then stopped, not failed).
+///
+/// Pieces are up to `TransferState.deliveryBytes` long: curl's callback sees at most 16 KiB
+/// (`CURL_MAX_WRITE_SIZE`), and handing each such piece to a consumer on other threads costs
+/// more than the consumer's work (a 200 MB pull made 12,000 hand-offs, 36,000 futex calls).
 typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
 
 /// State shared with curl's C callbacks during one `perform`.
@@ -101,6 +105,10 @@ private final class TransferState {
     }
 
     static let maxErrorBody = 64 * 1024
+    /// Body bytes gathered before the handler sees them.
+    static let deliveryBytes = 1 << 20
+    /// Body bytes received and not yet handed to `body`.
+    var staged: [UInt8] = []
 }
 
 /// One libcurl easy handle. Curl keeps live connections, the DNS cache and TLS sessions in the
@@ -186,8 +194,7 @@ final class CurlEasy: @unchecked Sendable {
             // Safe because: curl passes the WRITEDATA pointer set above and `size * count` valid bytes.
             guard let data, let user else { return 0 }
             let state = Unmanaged<TransferState>.fromOpaque(user).takeUnretainedValue()
-            let bytes = [UInt8](UnsafeRawBufferPointer(start: data, count: size * count))
-            return state.receiveBody(bytes) ? size * count : 0
+            return state.receiveBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
         }))
         set(cferry_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0))
         set(cferry_curl_setopt_ptr(handle, CURLOPT_XFERINFODATA, statePointer))
@@ -236,6 +243,8 @@ final class CurlEasy: @unchecked Sendable {
         guard ok else { throw CurlFailure(code: Int(CURLE_BAD_FUNCTION_ARGUMENT.rawValue), message: "libcurl rejected an option (is libcurl too old?)") }
 
         let code = curl_easy_perform(handle)
+        // What arrived is handed over even when the transfer then failed: a retry resumes after it.
+        if !state.cancelled { state.deliverStaged() }
         if state.cancelled { throw CancellationError() }
         if let error = state.handlerError { throw error }
         // An error answer whose body was cut short still carries its status: distribution 2.8
@@ -264,6 +273,7 @@ extension TransferState {
         let line = raw.trimmingCharacters(in: ["\r", "\n"])
         if line.hasPrefix("HTTP/") {
             // A new response (after a redirect or "100 Continue"): start over.
+            deliverStaged()
             headers = HTTPHeaders()
             headersComplete = false
             let parts = line.split(separator: " ", maxSplits: 2)
@@ -278,13 +288,26 @@ extension TransferState {
     }
 
     /// Returns false to make curl stop (early finish or a handler error).
-    func receiveBody(_ bytes: [UInt8]) -> Bool {
-        guard (200..<300).contains(status), let body else {
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard (200..<300).contains(status), body != nil else {
             if errorBody.count < Self.maxErrorBody { errorBody += bytes.prefix(Self.maxErrorBody - errorBody.count) }
             return true
         }
+        guard !stoppedEarly, handlerError == nil else { return false }
+        // A full first piece means a long body: room for a whole delivery up front.
+        if staged.isEmpty && bytes.count >= 16 * 1024 { staged.reserveCapacity(Self.deliveryBytes) }
+        staged.append(contentsOf: bytes)
+        return staged.count < Self.deliveryBytes || deliverStaged()
+    }
+
+    /// Hands the staged body bytes to the handler; false when it stopped or failed.
+    @discardableResult
+    func deliverStaged() -> Bool {
+        guard !staged.isEmpty, !stoppedEarly, handlerError == nil, let body else { return !stoppedEarly && handlerError == nil }
+        let piece = staged
+        staged = []
         do {
-            if try body(status, headers, bytes[...]) { return true }
+            if try body(status, headers, piece[...]) { return true }
             stoppedEarly = true
             return false
         } catch {

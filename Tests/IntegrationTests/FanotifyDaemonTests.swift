@@ -70,6 +70,32 @@ import Testing
                 "cache files grew by what was read (\(allocatedAfter) bytes allocated, file needs \(expected.uncompressed))")
     }
 
+    /// `kernel_readahead_kb` sets the mount's bdi, and a page fault then makes the kernel ask for
+    /// that much around the page instead of its default 128 KiB read-around.
+    @Test func kernelReadaheadSettingBoundsWhatAPageFaultAsksFor() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools + ["python3"]) else { return }
+        let ws = try Workspace("fan-readahead")
+        let (image, reference, _, registry) = try Self.converted(ws)
+        let config = ws.sub("ferryd.json")
+        try Data(#"{"kernel_readahead_kb": 16}"#.utf8).write(to: URL(fileURLWithPath: config))
+        let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host, "--config", config])
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        let bdis = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/bdi").filter { $0.hasPrefix("erofs-") }
+        let settings = bdis.compactMap { try? String(contentsOfFile: "/sys/class/bdi/\($0)/read_ahead_kb", encoding: .utf8) }
+        #expect(settings.contains("16\n"), "one EROFS bdi has read_ahead_kb 16 (found \(settings))")
+
+        // One byte in the middle of usr/lib/odd-size (~1.4 MB) through a read-only mapping.
+        let touch = "import mmap, sys\nf = open(sys.argv[1], 'rb')\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\nsys.stdout.write(str(m[700001]))"
+        let out = try Shell.check(["python3", "-c", touch, mnt + "/usr/lib/odd-size"])
+        let want = try Data(contentsOf: URL(fileURLWithPath: image.reference + "/usr/lib/odd-size"))
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == String(want[700001]))
+        let status = try #require(try daemon.images().first)
+        let requested = try #require(status["bytesRequested"] as? Int)
+        #expect(requested > 0 && requested <= 16 * 1024, "the fault asked for \(requested) bytes (default read-around: 128 KiB)")
+    }
+
     @Test func aCorruptChunkGivesEIOOnThatFileOnly() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-corrupt")
