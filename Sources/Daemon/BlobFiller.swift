@@ -125,10 +125,20 @@ public final class BlobFiller: Sendable {
 
     /// Fetches the chunks of `range` nobody has or is fetching, in the background; failures are
     /// left for a real request to meet (and report).
+    ///
+    /// The window slides forward with every request (the kernel asks 64–128 KiB at a time), so
+    /// each request would leave one new chunk uncovered at its end: fetched at once, that is one
+    /// registry request per chunk. The window's missing part is fetched only once it is worth a
+    /// full batch (or a quarter of the window, or the blob's end is in it), then in `batchBytes` runs.
     private func startReadahead(_ range: Range<UInt64>) {
         let indexes = blob.chunkIndexes(overlapping: range)
         let started = state.withLock { s in
             let claimed = indexes.filter { !s.present[$0] && s.inFlight[$0] == nil }
+            guard !claimed.isEmpty else { return 0 }
+            let missingBytes = claimed.reduce(UInt64(0)) { $0 + UInt64(blob.chunks[$1].compressedSize) }
+            let windowBytes = indexes.reduce(UInt64(0)) { $0 + UInt64(blob.chunks[$1].compressedSize) }
+            let reachesEnd = range.upperBound >= blob.uncompressedSize
+            guard reachesEnd || missingBytes >= min(limits.batchBytes, windowBytes / 4) else { return 0 }
             _ = startFetches(of: claimed, &s)
             return claimed.count
         }

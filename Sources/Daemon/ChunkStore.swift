@@ -99,7 +99,9 @@ public final class ChunkStore: Sendable {
             for i in 0..<4 { header.append(UInt8(truncatingIfNeeded: chunk.uncompressedSize >> (8 * UInt32(i)))) }
             let fd = try FileDescriptor.open(temp, .createTruncate)
             do {
-                try fd.write(header + stored)
+                // Two writes: `header + stored` would copy every chunk once more.
+                try fd.write(header)
+                try fd.write(stored)
                 try fd.close()
             } catch {
                 try? fd.close()

@@ -304,10 +304,10 @@ extension TransferState {
     @discardableResult
     func deliverStaged() -> Bool {
         guard !staged.isEmpty, !stoppedEarly, handlerError == nil, let body else { return !stoppedEarly && handlerError == nil }
-        let piece = staged
-        staged = []
+        // The buffer is kept for the next pieces unless the handler kept a reference to it.
+        defer { staged.removeAll(keepingCapacity: true) }
         do {
-            if try body(status, headers, piece[...]) { return true }
+            if try body(status, headers, staged[...]) { return true }
             stoppedEarly = true
             return false
         } catch {

@@ -178,6 +178,28 @@ struct TestBlob {
         #expect(sink.writes.withLock { w in w.count == 64 && w.values.allSatisfy { $0 == 1 } })
     }
 
+    /// The readahead window slides 64 KiB per request; fetching its new edge each time would be one
+    /// source request per chunk. It waits for a batch's worth (here a quarter of the window).
+    @Test func aLongSequentialReadAsksTheSourceInBatchesNotChunkByChunk() async throws {
+        let blob = try TestBlob.make(chunks: 64)
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let source = MemorySource(name: "mem", blobBytes: blob.bytes)
+        let limits = FillLimits(batchBytes: 4 << 20, readaheadBytes: 2 << 20, readaheadTrigger: 256 << 10)
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink,
+                                limits: limits, gate: FetchGate(limit: 4), stats: FillStatistics())
+        var offset: UInt64 = 0
+        while offset < blob.info.uncompressedSize {
+            let end = min(offset + 65536, blob.info.uncompressedSize)
+            try await filler.fill(offset ..< end)
+            offset = end
+        }
+        #expect(try await Self.eventually { filler.presentCount == 64 })
+        #expect(sink.space.withLock { $0 } == blob.space)
+        let requests = source.requests.current
+        print("64 chunks read in order: \(requests) source requests")
+        #expect(requests <= 20, "\(requests) source requests for 64 chunks")
+    }
+
     @Test func aShortReadFetchesOnlyItsChunks() async throws {
         let blob = try TestBlob.make(chunks: 16)
         let (filler, _, stats) = Self.filler(for: blob)
