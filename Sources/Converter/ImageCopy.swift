@@ -20,7 +20,7 @@ public enum ImageCopy {
                 while let piece = try input.read(upTo: 1 << 20), !piece.isEmpty { try out.write(piece) }
             }
             try writeFile(resolved.manifestBytes, to: blobs + resolved.manifestDigest.hex)
-            try target.writeIndex(in: work, manifest: resolved.manifestDescriptor, tag: tag)
+            try OCILayoutTarget.writeIndex(in: work, manifest: resolved.manifestDescriptor, tag: tag)
             try rename(work, to: path)
             return resolved.manifestDigest
         } catch {

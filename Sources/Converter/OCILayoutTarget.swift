@@ -1,4 +1,4 @@
-import OCI
+public import OCI
 import FerrySystem
 import Foundation
 
@@ -31,8 +31,9 @@ public struct OCILayoutTarget: Sendable {
         return work
     }
 
-    /// Writes `index.json` (naming one manifest, with its tag) and `oci-layout`.
-    func writeIndex(in workDirectory: String, manifest: Descriptor, tag: String?) throws {
+    /// Writes `index.json` (naming one manifest, with its tag) and `oci-layout` into the layout
+    /// directory `workDirectory` (conversions, `ferry pull`, `inspect docker://`'s scratch layout).
+    public static func writeIndex(in workDirectory: String, manifest: Descriptor, tag: String?) throws {
         var descriptor = Descriptor(mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size)
         if let tag { descriptor.annotations = ["org.opencontainers.image.ref.name": tag] }
         try writeFile(try CanonicalJSON.encode(Index(manifests: [descriptor])), to: workDirectory + "/index.json")
@@ -54,7 +55,7 @@ public struct OCILayoutTarget: Sendable {
         try rename(image.bootstrapPath, to: blobs + image.bootstrapDescriptor.digest.hex)
         try put(image.config, image.configDescriptor.digest)
         try put(image.manifestBytes, image.manifestDigest)
-        try writeIndex(in: workDirectory, manifest: Descriptor(mediaType: MediaType.ociManifest, digest: image.manifestDigest,
+        try Self.writeIndex(in: workDirectory, manifest: Descriptor(mediaType: MediaType.ociManifest, digest: image.manifestDigest,
                                                                size: Int64(image.manifestBytes.count)), tag: tag)
         // Anything left over (temporary blob files of a failed step) must not land in the target.
         for name in try FileManager.default.contentsOfDirectory(atPath: workDirectory) where !["blobs", "index.json", "oci-layout"].contains(name) {

@@ -78,9 +78,8 @@ enum RemoteBootstrap {
         try Data(config).write(to: URL(fileURLWithPath: blobs + manifest.config.digest.hex))
         try Data(resolved.bytes).write(to: URL(fileURLWithPath: blobs + resolved.digest.hex))
         _ = try waitFor { try await client.fetchBlob(ref, digest: bootstrap.digest, to: blobs + bootstrap.digest.hex, expectedSize: bootstrap.size) }
-        let index = Index(manifests: [Descriptor(mediaType: resolved.mediaType, digest: resolved.digest, size: Int64(resolved.bytes.count))])
-        try Data(try CanonicalJSON.encode(index)).write(to: URL(fileURLWithPath: path + "/index.json"))
-        try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: path + "/oci-layout"))
+        try OCILayoutTarget.writeIndex(in: path, manifest: Descriptor(mediaType: resolved.mediaType, digest: resolved.digest,
+                                                                      size: Int64(resolved.bytes.count)), tag: nil)
         return .ociLayout(path: path, tag: nil)
     }
 }

@@ -96,10 +96,8 @@ enum RegistryPull {
                 }
             }
             try Data(resolved.bytes).write(to: URL(fileURLWithPath: blobs + resolved.digest.hex))
-            var descriptor = Descriptor(mediaType: resolved.mediaType, digest: resolved.digest, size: Int64(resolved.bytes.count))
-            if let tag { descriptor.annotations = ["org.opencontainers.image.ref.name": tag] }
-            try Data(try CanonicalJSON.encode(Index(manifests: [descriptor]))).write(to: URL(fileURLWithPath: work + "/index.json"))
-            try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: URL(fileURLWithPath: work + "/oci-layout"))
+            try OCILayoutTarget.writeIndex(in: work, manifest: Descriptor(mediaType: resolved.mediaType, digest: resolved.digest,
+                                                                          size: Int64(resolved.bytes.count)), tag: tag)
             try FileManager.default.moveItem(atPath: work, toPath: path)
             return resolved.digest
         } catch {
