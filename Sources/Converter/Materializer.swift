@@ -1,4 +1,4 @@
-public import Blob
+import Blob
 import FerrySystem
 import Foundation
 

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// ferryd's configuration: a JSON file (`--config`, default `/etc/ferry/ferryd.json` when it
 /// exists) whose keys are all optional, then command-line flags on top.

@@ -1,4 +1,4 @@
-public import FerrySystem
+import FerrySystem
 import Blob
 import Foundation
 public import Logging

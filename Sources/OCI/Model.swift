@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A content digest such as `sha256:0123…`. Only sha256 is produced; sha512 is accepted on read.
 public struct Digest: Sendable, Hashable, Codable, CustomStringConvertible, Comparable {

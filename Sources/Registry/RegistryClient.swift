@@ -1,4 +1,4 @@
-public import OCI
+import OCI
 import FerrySystem
 import Foundation
 public import Logging

@@ -87,7 +87,12 @@ import Testing
         #expect(settings.contains("16\n"), "one EROFS bdi has read_ahead_kb 16 (found \(settings))")
 
         // One byte in the middle of usr/lib/odd-size (~1.4 MB) through a read-only mapping.
-        let touch = "import mmap, sys\nf = open(sys.argv[1], 'rb')\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\nsys.stdout.write(str(m[700001]))"
+        let touch = [
+            "import mmap, sys",
+            "f = open(sys.argv[1], 'rb')",
+            "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)",
+            "sys.stdout.write(str(m[700001]))",
+        ].joined(separator: "\n")
         let out = try Shell.check(["python3", "-c", touch, mnt + "/usr/lib/odd-size"])
         let want = try Data(contentsOf: URL(fileURLWithPath: image.reference + "/usr/lib/odd-size"))
         #expect(out.trimmingCharacters(in: .whitespacesAndNewlines) == String(want[700001]))
