@@ -143,11 +143,12 @@ struct TestBlob {
 @Suite struct ReadaheadTests {
     static let limits = FillLimits(batchBytes: 4 << 20, readaheadBytes: 512 << 10, readaheadTrigger: 256 << 10)
 
-    static func filler(for blob: TestBlob) -> (BlobFiller, MemorySink, FillStatistics) {
+    static func filler(for blob: TestBlob, limits: FillLimits = limits, source: MemorySource? = nil)
+        -> (BlobFiller, MemorySink, FillStatistics) {
         let sink = MemorySink(size: blob.info.uncompressedSize)
         let stats = FillStatistics()
-        let filler = BlobFiller(blob: blob.info, store: nil, sources: [MemorySource(name: "mem", blobBytes: blob.bytes)], sink: sink,
-                                limits: limits, gate: FetchGate(limit: 4), stats: stats)
+        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source ?? MemorySource(name: "mem", blobBytes: blob.bytes)],
+                                sink: sink, limits: limits, gate: FetchGate(limit: 4), stats: stats)
         return (filler, sink, stats)
     }
 
@@ -182,11 +183,9 @@ struct TestBlob {
     /// source request per chunk. It waits for a batch's worth (here a quarter of the window).
     @Test func aLongSequentialReadAsksTheSourceInBatchesNotChunkByChunk() async throws {
         let blob = try TestBlob.make(chunks: 64)
-        let sink = MemorySink(size: blob.info.uncompressedSize)
         let source = MemorySource(name: "mem", blobBytes: blob.bytes)
-        let limits = FillLimits(batchBytes: 4 << 20, readaheadBytes: 2 << 20, readaheadTrigger: 256 << 10)
-        let filler = BlobFiller(blob: blob.info, store: nil, sources: [source], sink: sink,
-                                limits: limits, gate: FetchGate(limit: 4), stats: FillStatistics())
+        let (filler, sink, _) = Self.filler(for: blob, limits: FillLimits(batchBytes: 4 << 20, readaheadBytes: 2 << 20, readaheadTrigger: 256 << 10),
+                                            source: source)
         var offset: UInt64 = 0
         while offset < blob.info.uncompressedSize {
             let end = min(offset + 65536, blob.info.uncompressedSize)

@@ -49,7 +49,6 @@ func convertPullCheck(
     return RoundTrip(convertedManifest: converted.manifest, stderr: stderr)
 }
 
-/// No password, no `user:password` in base64, no Authorization header, no JWT in `text`.
 /// A registry that trusts `tokens`, and an image pushed to it as `ferry/src:v1` by a client that
 /// has the token server's credentials in an auth file. The caller stops the registry.
 struct TokenSetup {
@@ -80,6 +79,7 @@ struct TokenSetup {
     }
 }
 
+/// No password, no `user:password` in base64, no Authorization header, no JWT in `text`.
 func expectNoSecrets(_ text: String, user: String, password: String, sourceLocation: SourceLocation = #_sourceLocation) {
     let basic = Data("\(user):\(password)".utf8).base64EncodedString()
     for secret in [password, basic, "Authorization:", "Bearer ey"] {
