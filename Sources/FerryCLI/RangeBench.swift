@@ -83,3 +83,40 @@ struct RangeBench: ParsableCommand {
 private func milliseconds(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
 }
+
+/// `ferry bench-blob docker://HOST/REPO --blob DIGEST --to FILE`: one whole-blob download through
+/// the path `ferry pull` takes for a layer (streamed to the file, size and SHA-256 verified),
+/// timed inside the process from the first request to the verified file; prints one JSON object.
+/// Tools/bench-registry sets it beside curl's own `time_total` for the same URL, so both sides
+/// are timed from the transfer's start to its end and neither includes its process start-up.
+struct BlobBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-blob", abstract: "Measure one verified download of a registry blob (JSON result).", shouldDisplay: false)
+    @Argument(help: "docker://HOST/REPO") var repository: String
+    @Option(help: "The blob to download.") var blob: String
+    @Option(help: "The file to write (created or truncated; kept).") var to: String
+    @OptionGroup var registry: RegistryFlags
+
+    struct Result: Encodable {
+        var bytes: UInt64
+        var seconds: Double
+        var megabytesPerSecond: Double
+    }
+
+    func run() throws {
+        try reportingErrors {
+            guard case let .registry(ref) = try ImageReference(parsing: repository) else {
+                throw ValidationError("expected docker://HOST/REPO")
+            }
+            let digest = try Digest(parsing: blob)
+            let client = RegistryClient(options: try registry.options())
+            let path = to
+            let clock = ContinuousClock()
+            let start = clock.now
+            let bytes = try waitFor { try await client.fetchBlob(ref, digest: digest, to: path) }
+            let seconds = milliseconds(clock.now - start) / 1000
+            let result = Result(bytes: bytes, seconds: seconds, megabytesPerSecond: Double(bytes) / 1e6 / max(seconds, 1e-9))
+            print(String(decoding: try CanonicalJSON.encode(result), as: UTF8.self))
+        }
+    }
+}

@@ -294,7 +294,14 @@ extension TransferState {
             return true
         }
         guard !stoppedEarly, handlerError == nil else { return false }
-        // A full first piece means a long body: room for a whole delivery up front.
+        // A delivery never outgrows its buffer: a piece that would not fit sends what is staged first.
+        if !staged.isEmpty && staged.count + bytes.count > Self.deliveryBytes {
+            guard deliverStaged() else { return false }
+        }
+        // A full first piece means a long body: room for exactly one delivery up front. Every
+        // buffer asks malloc for the same size, so a freed one is reused for the next (glibc
+        // serves a repeated size from its heap after the first free) instead of mapping and
+        // faulting in fresh pages for every megabyte.
         if staged.isEmpty && bytes.count >= 16 * 1024 { staged.reserveCapacity(Self.deliveryBytes) }
         staged.append(contentsOf: bytes)
         return staged.count < Self.deliveryBytes || deliverStaged()
@@ -304,8 +311,10 @@ extension TransferState {
     @discardableResult
     func deliverStaged() -> Bool {
         guard !staged.isEmpty, !stoppedEarly, handlerError == nil, let body else { return !stoppedEarly && handlerError == nil }
-        // The buffer is kept for the next pieces unless the handler kept a reference to it.
-        defer { staged.removeAll(keepingCapacity: true) }
+        // A handler that keeps the bytes (to write or hash them on other threads) keeps the
+        // buffer; the next pieces then go into a fresh one of the standard size, not one sized
+        // from this buffer's capacity (which malloc rounds up, a page more every time).
+        defer { staged = [] }
         do {
             if try body(status, headers, staged[...]) { return true }
             stoppedEarly = true
