@@ -36,15 +36,21 @@ public enum ChunkCodec {
     /// Decompresses a chunk's stored bytes and checks them against its digest.
     /// `blob` and `index` only name the chunk in errors.
     public static func decode(_ stored: ArraySlice<UInt8>, info: ChunkInfo, blob: String, index: Int) throws -> [UInt8] {
+        Array(try decodeSharing(stored, info: info, blob: blob, index: index))
+    }
+
+    /// Like `decode`, but a chunk stored uncompressed comes back as `stored` itself (sharing its
+    /// buffer, no copy): for the daemon, which writes each chunk once and lets it go.
+    public static func decodeSharing(_ stored: ArraySlice<UInt8>, info: ChunkInfo, blob: String, index: Int) throws -> ArraySlice<UInt8> {
         guard stored.count == Int(info.compressedSize) else {
             throw BlobError.chunkOutOfBounds(blob: blob, chunk: index, reason: "got \(stored.count) stored bytes, expected \(info.compressedSize)")
         }
-        let bytes: [UInt8]
+        let bytes: ArraySlice<UInt8>
         do {
             switch info.compression {
-            case .none: bytes = Array(stored)
-            case .lz4: bytes = try LZ4.decompress(stored, originalSize: Int(info.uncompressedSize))
-            case .zstd: bytes = try Zstd.decompress(stored, originalSize: Int(info.uncompressedSize))
+            case .none: bytes = stored
+            case .lz4: bytes = try LZ4.decompress(stored, originalSize: Int(info.uncompressedSize))[...]
+            case .zstd: bytes = try Zstd.decompress(stored, originalSize: Int(info.uncompressedSize))[...]
             }
         } catch {
             throw BlobError.corruptChunk(blob: blob, chunk: index, reason: "\(error)")

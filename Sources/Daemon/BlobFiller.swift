@@ -6,7 +6,7 @@ import Synchronization
 public protocol ChunkSink: Sendable {
     /// Writes the uncompressed bytes of chunk `index` at `info.uncompressedOffset` of the blob's
     /// address space. `bytes.count == info.uncompressedSize`.
-    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws
+    func write(chunk index: Int, info: ChunkInfo, bytes: ArraySlice<UInt8>) async throws
 }
 
 /// Limits shared by every filler of a daemon.
@@ -182,7 +182,7 @@ public final class BlobFiller: Sendable {
         for i in run {
             if let store, let bytes = store.load(blob.chunks[i]) {
                 stats.storeHits.add(1)
-                try await deliver(i, bytes)
+                try await deliver(i, bytes[...])
             } else {
                 missing.append(i)
             }
@@ -204,12 +204,12 @@ public final class BlobFiller: Sendable {
                     throw FillError.shortRead(source: source.name, blob: name, expected: Int(range.upperBound - range.lowerBound), got: bytes.count)
                 }
                 // Decode and verify every chunk before any of them reaches the sink.
-                var decoded: [(Int, [UInt8], ArraySlice<UInt8>)] = []
+                var decoded: [(Int, ArraySlice<UInt8>, ArraySlice<UInt8>)] = []
                 for i in run {
                     let c = blob.chunks[i]
                     let start = Int(c.compressedOffset - range.lowerBound)
                     let stored = bytes[start ..< start + Int(c.compressedSize)]
-                    decoded.append((i, try ChunkCodec.decode(stored, info: c, blob: name, index: i), stored))
+                    decoded.append((i, try ChunkCodec.decodeSharing(stored, info: c, blob: name, index: i), stored))
                 }
                 stats.chunksVerified.add(decoded.count)
                 stats.uncompressedBytesFetched.add(decoded.reduce(0) { $0 + $1.1.count })
@@ -234,7 +234,7 @@ public final class BlobFiller: Sendable {
         throw FillError.allSourcesFailed(blob: name, chunk: first, reasons: reasons.isEmpty ? ["no sources configured"] : reasons)
     }
 
-    private func deliver(_ index: Int, _ bytes: [UInt8]) async throws {
+    private func deliver(_ index: Int, _ bytes: ArraySlice<UInt8>) async throws {
         do {
             try await sink.write(chunk: index, info: blob.chunks[index], bytes: bytes)
         } catch {

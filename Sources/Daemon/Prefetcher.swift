@@ -109,5 +109,5 @@ extension Prefetcher {
 
 /// A sink that keeps nothing (prefetch only wants the chunks in the store).
 struct DiscardingSink: ChunkSink {
-    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {}
+    func write(chunk index: Int, info: ChunkInfo, bytes: ArraySlice<UInt8>) async throws {}
 }

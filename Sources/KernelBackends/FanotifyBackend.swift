@@ -351,7 +351,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
 /// Writes verified chunks into a blob's cache file.
 struct CacheFileSink: ChunkSink {
     let descriptor: FileDescriptor
-    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {
+    func write(chunk index: Int, info: ChunkInfo, bytes: ArraySlice<UInt8>) async throws {
         try descriptor.write(bytes, at: info.uncompressedOffset)
     }
 }

@@ -255,7 +255,7 @@ final class FscacheObject: Sendable {
 struct FscacheSink: ChunkSink {
     let descriptor: FileDescriptor
     let ring: RingService
-    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {
+    func write(chunk index: Int, info: ChunkInfo, bytes: ArraySlice<UInt8>) async throws {
         let buffer = try AlignedBuffer(count: Int(info.alignedSize))
         try buffer.copy(from: bytes)
         let result = await ring.write(descriptor, buffer: TransferredBuffer(buffer), count: buffer.count, at: info.uncompressedOffset)

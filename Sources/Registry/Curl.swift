@@ -43,6 +43,14 @@ struct CurlRequestSpec: Sendable {
     var proxy: String?
     /// Told the number of body bytes handed to curl so far, for `.file` uploads.
     var uploadProgress: (@Sendable (UInt64) -> Void)?
+    /// The body's length when the caller knows it (a range read): the body then reaches the
+    /// handler as one piece (up to `largestPieceBytes`), gathered in a buffer of exactly that
+    /// size, which the handler can keep without copying. Nil: pieces of `defaultPieceBytes`.
+    var expectedBodyBytes: Int?
+    /// Enough that handing a piece to consumers on other threads costs little beside their work.
+    static let defaultPieceBytes = 1 << 20
+    /// The largest piece gathered for a body of known length.
+    static let largestPieceBytes = 64 << 20
 }
 
 /// What a finished transfer looked like on the wire.
@@ -77,7 +85,7 @@ struct CurlFailure: Error, Sendable {
 /// Called with each piece of a 2xx response body: the status, the headers, the bytes. Returns
 /// false once it has everything it needs (the transfer is then stopped, not failed).
 ///
-/// Pieces are up to `TransferState.deliveryBytes` long: curl's callback sees at most 16 KiB
+/// Pieces are up to `CurlRequestSpec.defaultPieceBytes` long (or the body's expected length): curl's callback sees at most 16 KiB
 /// (`CURL_MAX_WRITE_SIZE`), and handing each such piece to a consumer on other threads costs
 /// more than the consumer's work (a 200 MB pull made 12,000 hand-offs, 36,000 futex calls).
 typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
@@ -98,15 +106,24 @@ private final class TransferState {
     let isCancelled: @Sendable () -> Bool
     var cancelled = false
 
-    init(body: CurlBodyHandler?, upload: CurlUploadBody, isCancelled: @escaping @Sendable () -> Bool) {
+    init(body: CurlBodyHandler?, upload: CurlUploadBody, expectedBodyBytes: Int?, isCancelled: @escaping @Sendable () -> Bool) {
         self.body = body
         self.upload = upload
+        if let expected = expectedBodyBytes {
+            deliveryBytes = min(max(1, expected), CurlRequestSpec.largestPieceBytes)
+            lengthKnown = true
+        } else {
+            deliveryBytes = CurlRequestSpec.defaultPieceBytes
+            lengthKnown = false
+        }
         self.isCancelled = isCancelled
     }
 
     static let maxErrorBody = 64 * 1024
     /// Body bytes gathered before the handler sees them.
-    static let deliveryBytes = 1 << 20
+    let deliveryBytes: Int
+    /// The caller told the body's length: its buffer is reserved whole at the first piece.
+    let lengthKnown: Bool
     /// Body bytes received and not yet handed to `body`.
     var staged: [UInt8] = []
 }
@@ -137,7 +154,7 @@ final class CurlEasy: @unchecked Sendable {
                  body: CurlBodyHandler?) throws -> CurlResponse {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
-        let state = TransferState(body: body, upload: spec.body, isCancelled: isCancelled)
+        let state = TransferState(body: body, upload: spec.body, expectedBodyBytes: spec.expectedBodyBytes, isCancelled: isCancelled)
         state.uploadProgress = spec.uploadProgress
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
@@ -295,16 +312,16 @@ extension TransferState {
         }
         guard !stoppedEarly, handlerError == nil else { return false }
         // A delivery never outgrows its buffer: a piece that would not fit sends what is staged first.
-        if !staged.isEmpty && staged.count + bytes.count > Self.deliveryBytes {
+        if !staged.isEmpty && staged.count + bytes.count > deliveryBytes {
             guard deliverStaged() else { return false }
         }
-        // A full first piece means a long body: room for exactly one delivery up front. Every
+        // A known length, or a full first piece (a long body): room for exactly one delivery. Every
         // buffer asks malloc for the same size, so a freed one is reused for the next (glibc
         // serves a repeated size from its heap after the first free) instead of mapping and
         // faulting in fresh pages for every megabyte.
-        if staged.isEmpty && bytes.count >= 16 * 1024 { staged.reserveCapacity(Self.deliveryBytes) }
+        if staged.isEmpty && (lengthKnown || bytes.count >= 16 * 1024) { staged.reserveCapacity(deliveryBytes) }
         staged.append(contentsOf: bytes)
-        return staged.count < Self.deliveryBytes || deliverStaged()
+        return staged.count < deliveryBytes || deliverStaged()
     }
 
     /// Hands the staged body bytes to the handler; false when it stopped or failed.

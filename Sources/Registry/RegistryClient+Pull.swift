@@ -282,6 +282,10 @@ extension RegistryClient {
     /// off as soon as the range is complete. A range past the end is `rangeNotSatisfiable`.
     private func rangeRequest(_ call: Call, range: Range<UInt64>, cancel: CancellationFlag) throws -> (bytes: [UInt8], effectiveURL: String) {
         let count = Int(range.upperBound - range.lowerBound)
+        // A 206 body arrives as one piece of exactly `count` bytes, which becomes the result
+        // without a copy (an array made from a slice that spans its whole buffer shares it).
+        var call = call
+        call.expectedBodyBytes = count
         let limit = options.maxSkippedPrefix
         var out: [UInt8] = []
         var skip: UInt64 = 0
@@ -289,8 +293,7 @@ extension RegistryClient {
         var total: UInt64?
         let target = call.target
         let response = try send(call, cancel: cancel) {
-            out.removeAll(keepingCapacity: true)
-            out.reserveCapacity(count)
+            out = []
             started = false
             skip = 0
             total = nil
@@ -319,7 +322,12 @@ extension RegistryClient {
                     piece = piece.dropFirst(dropped)
                     skip -= UInt64(dropped)
                 }
-                out += piece.prefix(count - out.count)
+                if out.isEmpty && piece.count == count {
+                    out = Array(piece)
+                } else {
+                    if out.isEmpty { out.reserveCapacity(count) }
+                    out += piece.prefix(count - out.count)
+                }
                 // Stop a full-body (200) answer once we have our bytes; let a 206 finish so that
                 // its connection stays reusable.
                 return status != 200 || out.count < count

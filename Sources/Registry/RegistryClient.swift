@@ -71,6 +71,8 @@ public final class RegistryClient: Sendable {
         var proxy: String?
         /// Bytes of a file body sent so far.
         var uploadProgress: (@Sendable (UInt64) -> Void)?
+        /// The body's length when known (`CurlRequestSpec.expectedBodyBytes`).
+        var expectedBodyBytes: Int?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -93,6 +95,7 @@ public final class RegistryClient: Sendable {
                 spec.followRedirects = call.followRedirects
                 if let proxy = call.proxy { spec.proxy = proxy }
                 spec.uploadProgress = call.uploadProgress
+                spec.expectedBodyBytes = call.expectedBodyBytes
                 let response: CurlResponse
                 do {
                     response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }

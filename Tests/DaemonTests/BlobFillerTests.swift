@@ -9,7 +9,7 @@ final class MemorySink: ChunkSink {
     let space: Mutex<[UInt8]>
     let writes = Mutex<[Int: Int]>([:])
     init(size: UInt64) { space = Mutex([UInt8](repeating: 0, count: Int(size))) }
-    func write(chunk index: Int, info: ChunkInfo, bytes: [UInt8]) async throws {
+    func write(chunk index: Int, info: ChunkInfo, bytes: ArraySlice<UInt8>) async throws {
         space.withLock { s in s.replaceSubrange(Int(info.uncompressedOffset) ..< Int(info.uncompressedOffset) + bytes.count, with: bytes) }
         writes.withLock { $0[index, default: 0] += 1 }
     }
