@@ -12,7 +12,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// Fetches that may run at once across all images.
     public var fetchConcurrency: Int = 8
     /// Adjacent missing chunks are fetched in one ranged request up to this many bytes.
-    public var batchBytes: UInt64 = 4 << 20
+    public var batchBytes: UInt64 = 8 << 20
     /// Sequential readahead window per blob (0: off); see `FillLimits`.
     public var readaheadBytes: UInt64 = 32 << 20
     /// The kernel's readahead on each Ferry mount, in KiB (the mount's bdi `read_ahead_kb`; nil
