@@ -19,8 +19,11 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// leaves the kernel's default, 128). It is how much a page fault or a short read makes the
     /// kernel ask for, and so how much a lazy mount fetches beyond what programs touch: 32 with
     /// 16 KiB chunks fetches a third less at start-up, and costs cold sequential reads about a
-    /// fifth of their speed (Tools/bench-daemon). 0 reads page by page.
+    /// fifth of their speed (Tools/bench-daemon). 0 reads page by page. A mount request may set
+    /// its own (`ferry mount --kernel-readahead-kb`).
     public var kernelReadaheadKiB: Int?
+    /// The values `kernelReadaheadKiB` (and a mount's own setting) may take.
+    public static let validKernelReadaheadKiB = 0...(1 << 20)
     /// Keep verified chunks in the persistent chunk store (shared across images and restarts).
     public var chunkStore: Bool = true
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -80,7 +83,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.batchBytes = try c.decodeIfPresent(UInt64.self, forKey: .batchBytes) ?? d.batchBytes
         d.readaheadBytes = try c.decodeIfPresent(UInt64.self, forKey: .readaheadBytes) ?? d.readaheadBytes
         d.kernelReadaheadKiB = try c.decodeIfPresent(Int.self, forKey: .kernelReadaheadKiB)
-        if let kib = d.kernelReadaheadKiB, kib < 0 || kib > 1 << 20 {
+        if let kib = d.kernelReadaheadKiB, !Self.validKernelReadaheadKiB.contains(kib) {
             throw DecodingError.dataCorruptedError(forKey: .kernelReadaheadKiB, in: c, debugDescription: "must be 0 to 1048576 (KiB)")
         }
         d.chunkStore = try c.decodeIfPresent(Bool.self, forKey: .chunkStore) ?? d.chunkStore

@@ -10,7 +10,9 @@ public typealias ImageResolver = @Sendable (_ reference: String, _ stateDirector
 
 /// Mounts and unmounts; injected so tests and backends agree on how (mount(2) by default).
 public protocol Mounter: Sendable {
-    func mount(_ plan: MountPlan, at target: String) throws
+    /// Mounts `plan` at `target`; `readaheadKiB` overrides the mounter's kernel readahead for
+    /// this mount (nil: its default).
+    func mount(_ plan: MountPlan, at target: String, readaheadKiB: Int?) throws
     func unmount(_ target: String) throws
 }
 
@@ -27,7 +29,8 @@ public struct KernelMounter: Mounter {
 
     /// Callers serialize mounts (FerryDaemon's mount lock): the new mount's bdi is the one
     /// `erofs-N` entry that appears across the mount(2) call.
-    public func mount(_ plan: MountPlan, at target: String) throws {
+    public func mount(_ plan: MountPlan, at target: String, readaheadKiB override: Int? = nil) throws {
+        let readaheadKiB = override ?? self.readaheadKiB
         let before = readaheadKiB == nil ? [] : Mount.ReadaheadControl.erofsBDINames()
         switch plan {
         case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target)
@@ -168,7 +171,7 @@ public final class FerryDaemon: Sendable {
         case ("POST", "/mounts"):
             struct Body: Decodable {
                 var image: String; var mountpoint: String; var backend: String?; var domain: String?
-                var prefetch: [String]?; var prefetch_all: Bool?
+                var prefetch: [String]?; var prefetch_all: Bool?; var kernel_readahead_kb: Int?
             }
             guard let body = try? JSONDecoder().decode(Body.self, from: Data(request.body)) else {
                 return .error("expected {\"image\": REF, \"mountpoint\": PATH}", status: 400)
@@ -181,9 +184,12 @@ public final class FerryDaemon: Sendable {
                 if let domain = body.domain, !Self.isValidDomain(domain) {
                     return .error("domain \"\(domain)\": use 1–64 letters, digits, '.', '_' or '-'", status: 400)
                 }
+                if let kib = body.kernel_readahead_kb, !DaemonConfiguration.validKernelReadaheadKiB.contains(kib) {
+                    return .error("kernel_readahead_kb \(kib): must be 0 to 1048576 (KiB)", status: 400)
+                }
                 let result = try mount(image: body.image, at: body.mountpoint, domainID: body.domain,
                                        prefetch: (body.prefetch ?? []).map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) },
-                                       prefetchAll: body.prefetch_all ?? false)
+                                       prefetchAll: body.prefetch_all ?? false, kernelReadaheadKiB: body.kernel_readahead_kb)
                 return .json(result, status: 201)
             } catch {
                 logger.error("mount failed", metadata: ["image": "\(body.image)", "error": "\(error)"])
@@ -239,8 +245,9 @@ public final class FerryDaemon: Sendable {
 
     /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`
     /// (fscache: in `domainID` when given, sharing blobs with the domain's other mounts).
+    /// `kernelReadaheadKiB` sets this mount's kernel readahead instead of the configuration's.
     public func mount(image reference: String, at target: String, domainID: String? = nil,
-                      prefetch: [[UInt8]] = [], prefetchAll: Bool = false) throws -> MountResult {
+                      prefetch: [[UInt8]] = [], prefetchAll: Bool = false, kernelReadaheadKiB: Int? = nil) throws -> MountResult {
         mountLock.lock()
         defer { mountLock.unlock() }
         let canonicalTarget = (target as NSString).standardizingPath
@@ -256,7 +263,7 @@ public final class FerryDaemon: Sendable {
         let request = MountRequest(mountpoint: canonicalTarget, domainID: domainID)
         let plan = try backend.attach(image, mount: request)
         do {
-            try mounter.mount(plan, at: canonicalTarget)
+            try mounter.mount(plan, at: canonicalTarget, readaheadKiB: kernelReadaheadKiB)
         } catch {
             backend.detach(image, mount: request)
             throw DaemonError.mountFailed(target: canonicalTarget, reason: "\(error)")

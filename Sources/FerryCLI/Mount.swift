@@ -32,6 +32,9 @@ struct MountImage: ParsableCommand {
     @Option(help: "Fetch this path (a file, or a directory: every file below) in the background after mounting (repeatable).")
     var prefetch: [String] = []
     @Flag(help: "Fetch the whole image in the background after mounting.") var prefetchAll = false
+    @Option(help: ArgumentHelp("This mount's kernel readahead in KiB, instead of ferryd's kernel_readahead_kb (e.g. 32 for an image of programs that start from a few pages of many files).",
+                               valueName: "KiB"))
+    var kernelReadaheadKb: Int?
     @OptionGroup var daemon: DaemonConnection
 
     func run() throws {
@@ -40,9 +43,10 @@ struct MountImage: ParsableCommand {
             let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
             struct Body: Encodable {
                 var image: String, mountpoint: String, backend: String, domain: String?, prefetch: [String], prefetch_all: Bool
+                var kernel_readahead_kb: Int?
             }
             let body = try JSONEncoder().encode(Body(image: image, mountpoint: target, backend: backend, domain: domain,
-                                                     prefetch: prefetch, prefetch_all: prefetchAll))
+                                                     prefetch: prefetch, prefetch_all: prefetchAll, kernel_readahead_kb: kernelReadaheadKb))
             let response = try daemon.send("POST", "/mounts", body: Array(body))
             let result = try JSONDecoder().decode(FerryDaemon.MountResult.self, from: Data(response.body))
             print("mounted \(image) at \(result.mountpoint) (backend \(result.backend), \(result.devices) blob device(s), image \(result.id.prefix(12)))")

@@ -82,9 +82,14 @@ import Testing
         let mnt = try Self.mountpoint(ws)
         try daemon.ferry(["mount", reference, mnt])
         defer { _ = try? daemon.ferry(["umount", mnt]) }
-        let bdis = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/bdi").filter { $0.hasPrefix("erofs-") }
-        let settings = bdis.compactMap { try? String(contentsOfFile: "/sys/class/bdi/\($0)/read_ahead_kb", encoding: .utf8) }
-        #expect(settings.contains("16\n"), "one EROFS bdi has read_ahead_kb 16 (found \(settings))")
+        func erofsReadahead() throws -> [String: String] {
+            let bdis = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/bdi").filter { $0.hasPrefix("erofs-") }
+            return Dictionary(uniqueKeysWithValues: bdis.compactMap { bdi in
+                (try? String(contentsOfFile: "/sys/class/bdi/\(bdi)/read_ahead_kb", encoding: .utf8)).map { (bdi, $0) }
+            })
+        }
+        let settings = try erofsReadahead()
+        #expect(settings.values.contains("16\n"), "one EROFS bdi has read_ahead_kb 16 (found \(settings))")
 
         // One byte in the middle of usr/lib/odd-size (~1.4 MB) through a read-only mapping.
         let touch = [
@@ -99,6 +104,22 @@ import Testing
         let status = try #require(try daemon.images().first)
         let requested = try #require(status["bytesRequested"] as? Int)
         #expect(requested > 0 && requested <= 16 * 1024, "the fault asked for \(requested) bytes (default read-around: 128 KiB)")
+
+        // A mount's own setting wins over the configuration's, for that mount only.
+        let mnt2 = try Self.mountpoint(ws, "mnt2")
+        try daemon.ferry(["mount", reference, mnt2, "--kernel-readahead-kb", "48"])
+        defer { _ = try? daemon.ferry(["umount", mnt2]) }
+        let after = try erofsReadahead()
+        // (Other suites may mount EROFS meanwhile: look for ours, not for an exact set.)
+        let added = after.filter { settings[$0.key] == nil }
+        #expect(added.values.contains("48\n"), "the second mount's bdi has 48 (new bdis: \(added))")
+        #expect(after.values.contains("16\n"), "the first mount keeps its 16 (found \(after))")
+        // An out-of-range value is refused, naming the setting, and mounts nothing.
+        let mnt3 = try Self.mountpoint(ws, "mnt3")
+        let bad = try Shell.run([Build.ferry, "mount", reference, mnt3, "--kernel-readahead-kb", "2000000", "--socket", daemon.socket])
+        #expect(bad.status != 0 && bad.stderr.contains("kernel_readahead_kb 2000000"), "got \(bad.status): \(bad.stderr)")
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(!mounts.contains(" \(mnt3) "), "nothing is mounted at \(mnt3)")
     }
 
     @Test func aCorruptChunkGivesEIOOnThatFileOnly() throws {
