@@ -23,7 +23,12 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// its own (`ferry mount --kernel-readahead-kb`).
     public var kernelReadaheadKiB: Int?
     /// The values `kernelReadaheadKiB` (and a mount's own setting) may take.
-    public static let validKernelReadaheadKiB = 0...(1 << 20)
+    static let validKernelReadaheadKiB = 0...(1 << 20)
+    /// Why `kib` is not a valid kernel readahead, or nil when it is.
+    public static func kernelReadaheadProblem(_ kib: Int) -> String? {
+        validKernelReadaheadKiB.contains(kib)
+            ? nil : "must be \(validKernelReadaheadKiB.lowerBound) to \(validKernelReadaheadKiB.upperBound) (KiB)"
+    }
     /// Keep verified chunks in the persistent chunk store (shared across images and restarts).
     public var chunkStore: Bool = true
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -83,8 +88,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.batchBytes = try c.decodeIfPresent(UInt64.self, forKey: .batchBytes) ?? d.batchBytes
         d.readaheadBytes = try c.decodeIfPresent(UInt64.self, forKey: .readaheadBytes) ?? d.readaheadBytes
         d.kernelReadaheadKiB = try c.decodeIfPresent(Int.self, forKey: .kernelReadaheadKiB)
-        if let kib = d.kernelReadaheadKiB, !Self.validKernelReadaheadKiB.contains(kib) {
-            throw DecodingError.dataCorruptedError(forKey: .kernelReadaheadKiB, in: c, debugDescription: "must be 0 to 1048576 (KiB)")
+        if let kib = d.kernelReadaheadKiB, let problem = Self.kernelReadaheadProblem(kib) {
+            throw DecodingError.dataCorruptedError(forKey: .kernelReadaheadKiB, in: c, debugDescription: problem)
         }
         d.chunkStore = try c.decodeIfPresent(Bool.self, forKey: .chunkStore) ?? d.chunkStore
         d.logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel

@@ -184,8 +184,8 @@ public final class FerryDaemon: Sendable {
                 if let domain = body.domain, !Self.isValidDomain(domain) {
                     return .error("domain \"\(domain)\": use 1–64 letters, digits, '.', '_' or '-'", status: 400)
                 }
-                if let kib = body.kernel_readahead_kb, !DaemonConfiguration.validKernelReadaheadKiB.contains(kib) {
-                    return .error("kernel_readahead_kb \(kib): must be 0 to 1048576 (KiB)", status: 400)
+                if let kib = body.kernel_readahead_kb, let problem = DaemonConfiguration.kernelReadaheadProblem(kib) {
+                    return .error("kernel_readahead_kb \(kib): \(problem)", status: 400)
                 }
                 let result = try mount(image: body.image, at: body.mountpoint, domainID: body.domain,
                                        prefetch: (body.prefetch ?? []).map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) },

@@ -85,9 +85,10 @@ struct CurlFailure: Error, Sendable {
 /// Called with each piece of a 2xx response body: the status, the headers, the bytes. Returns
 /// false once it has everything it needs (the transfer is then stopped, not failed).
 ///
-/// Pieces are up to `CurlRequestSpec.defaultPieceBytes` long (or the body's expected length): curl's callback sees at most 16 KiB
-/// (`CURL_MAX_WRITE_SIZE`), and handing each such piece to a consumer on other threads costs
-/// more than the consumer's work (a 200 MB pull made 12,000 hand-offs, 36,000 futex calls).
+/// Pieces are up to `CurlRequestSpec.defaultPieceBytes` long (or the body's expected length):
+/// curl's callback sees at most 16 KiB (`CURL_MAX_WRITE_SIZE`), and handing each such piece to a
+/// consumer on other threads costs more than the consumer's work (a 200 MB pull made 12,000
+/// hand-offs, 36,000 futex calls).
 typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
 
 /// State shared with curl's C callbacks during one `perform`.
