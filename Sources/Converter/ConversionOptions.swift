@@ -21,8 +21,9 @@ public struct ConversionOptions: Sendable {
     /// unmapped chunk, so data after a hole in the same readahead window reads as zeros. Holes
     /// are safe for loop mounts, `ferry export` and the fanotify backend.
     public var zeroChunksAsHoles = false
-    /// How many chunks may be hashed/compressed at once (bounds memory).
-    public var pipelineWindow: Int = 32
+    /// How many batches of chunks (about 1 MiB each, or one larger chunk) may be hashed and
+    /// compressed at once (bounds memory).
+    public var pipelineWindow: Int = 16
 
     public init() {}
 

@@ -115,7 +115,7 @@ public enum Converter {
                             let file = table.addFile(chunkCount: chunkCount)
                             for chunk in 0..<chunkCount {
                                 let want = Int(min(UInt64(chunkSize), size - UInt64(chunk) * UInt64(chunkSize)))
-                                var buffer = pipeline.takeBuffer(capacity: chunkSize)
+                                var buffer = pipeline.takeBuffer(capacity: want)
                                 try fill(&buffer, from: reader, count: want, entry: entry, layer: layerName)
                                 try pipeline.submit(buffer, tag: (file, chunk))
                             }
