@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "EROFSTests", dependencies: ["EROFS"], swiftSettings: strict),
         .testTarget(name: "OCITests", dependencies: ["OCI", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "BlobTests", dependencies: ["Blob", "FerrySystem"], swiftSettings: strict),
-        .testTarget(name: "ConverterTests", dependencies: ["Converter", "EROFS", "OCI", "Blob"], swiftSettings: strict),
+        .testTarget(name: "ConverterTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], exclude: ["Fixtures"],
                     swiftSettings: strict),
