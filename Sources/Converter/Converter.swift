@@ -161,16 +161,26 @@ public enum Converter {
         // The bootstrap: EROFS metadata, then the chunk tables.
         let imageTree = try TreeLayout.imageTree(from: tree, chunks: table, chunkSizeLog2: chunkLog2, blobs: blobs.map(\.info),
                                                  seed: image.manifestDigest.description + "\(options.chunkSize)\(options.compression)")
-        var bootstrap = try ImageWriter.encodeBootstrap(imageTree)
+        // The merged tree and the chunk references are in `imageTree` now; letting them go before
+        // encoding keeps them from adding to the peak (with 300,000 files, ~60 MB).
+        tree = MergedTree<FilePayload>()
+        table.rows = []
+        // The two parts are hashed and written one after the other, never joined: for an image of
+        // 300,000 files they are 27 + 24 MB, and joining them cost a third copy of both at peak.
+        let erofsPart = try ImageWriter.encodeBootstrap(imageTree)
         let metadata = BootstrapMetadata(chunkSizeLog2: chunkLog2, compression: options.compression, blobs: blobs.map(\.info),
                                          prefetch: options.prefetch.map { Array($0.utf8.drop(while: { $0 == UInt8(ascii: "/") })) })
-        bootstrap += metadata.encode(at: UInt64(bootstrap.count))
-        let bootstrapDigest = Digest(sha256: SHA256.hash(bootstrap))
+        let metadataPart = metadata.encode(at: UInt64(erofsPart.count))
+        let bootstrapHash = SHA256()
+        bootstrapHash.update(erofsPart)
+        bootstrapHash.update(metadataPart)
+        let bootstrapDigest = Digest(sha256: bootstrapHash.finalize())
         let bootstrapPath = "\(workDirectory)/bootstrap-\(bootstrapDigest.hex)"
-        try writeFile(bootstrap, to: bootstrapPath)
-        summary.bootstrapBytes = UInt64(bootstrap.count)
+        try writeFile([erofsPart, metadataPart], to: bootstrapPath)
+        let bootstrapSize = erofsPart.count + metadataPart.count
+        summary.bootstrapBytes = UInt64(bootstrapSize)
         let bootstrapDescriptor = Descriptor(
-            mediaType: MediaType.ferryBootstrap, digest: bootstrapDigest, size: Int64(bootstrap.count),
+            mediaType: MediaType.ferryBootstrap, digest: bootstrapDigest, size: Int64(bootstrapSize),
             annotations: [FerryAnnotation.bootstrap: "true", FerryAnnotation.chunkSize: String(options.chunkSize),
                           FerryAnnotation.compressor: options.compression.description])
 
@@ -207,9 +217,14 @@ public enum Converter {
 
 /// Writes `bytes` to a new file at `path`.
 func writeFile(_ bytes: [UInt8], to path: String) throws {
+    try writeFile([bytes], to: path)
+}
+
+/// Writes `parts`, one after the other, to a new file at `path`.
+func writeFile(_ parts: [[UInt8]], to path: String) throws {
     let fd = try FileDescriptor.open(path, .createTruncate)
     do {
-        try fd.write(bytes)
+        for part in parts { try fd.write(part) }
         try fd.close()
     } catch {
         try? fd.close()
