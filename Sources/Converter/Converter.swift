@@ -165,6 +165,7 @@ public enum Converter {
         // encoding keeps them from adding to the peak (with 300,000 files, ~60 MB).
         tree = MergedTree<FilePayload>()
         table.rows = []
+        Heap.returnFreedMemory()
         // The two parts are hashed and written one after the other, never joined: for an image of
         // 300,000 files they are 27 + 24 MB, and joining them cost a third copy of both at peak.
         let erofsPart = try ImageWriter.encodeBootstrap(imageTree)

@@ -12,6 +12,11 @@ enum TreeLayout {
         var newIndex: [Int: Int] = [MergedTree<FilePayload>.root: 0]
         var order: [Int] = [MergedTree<FilePayload>.root]
         var nodes: [EROFS.Node] = []
+        // At most every merged node is reachable: reserving avoids growth by doubling, whose spare
+        // capacity (and the moment old and new storage coexist) is this build's memory peak.
+        nodes.reserveCapacity(tree.nodes.count)
+        order.reserveCapacity(tree.nodes.count)
+        newIndex.reserveCapacity(tree.nodes.count)
         var cursor = 0
         // Breadth-first, children in byte order: the numbering depends only on the tree.
         while cursor < order.count {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
