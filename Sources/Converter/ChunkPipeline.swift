@@ -43,12 +43,18 @@ final class ChunkPipeline<Tag> {
     private var freeBuffers: [[UInt8]] = []
     private let commit: (EncodedChunk, Tag) throws -> Void
 
+    /// Bytes in flight the window is cut down to when chunks are large (then a batch is one chunk).
+    static var bytesInFlight: Int { 32 << 20 }
+
     /// - Parameters:
-    ///   - window: how many batches may be in flight (memory: about window × (1 MiB + chunk size) × 2).
+    ///   - window: how many batches may be in flight; with chunks larger than a batch it shrinks
+    ///     to about `bytesInFlight` worth (at least 3 batches), so memory stays bounded whatever
+    ///     the chunk size (16 batches of 1 MiB chunks; 3 of 16 MiB ones).
+    ///   - largestChunk: the largest chunk that will be submitted (the image's chunk size).
     ///   - commit: receives each encoded chunk, in submission order, on the submitting thread.
-    init(compression: ChunkCompression, window: Int, commit: @escaping (EncodedChunk, Tag) throws -> Void) {
+    init(compression: ChunkCompression, window: Int, largestChunk: Int, commit: @escaping (EncodedChunk, Tag) throws -> Void) {
         self.compression = compression
-        self.window = max(1, window)
+        self.window = max(1, min(window, max(3, Self.bytesInFlight / max(largestChunk, Self.batchBytes))))
         self.commit = commit
     }
 

@@ -88,10 +88,8 @@ public enum Converter {
             }
         }
         let table = FileChunkTable()
-        // With large chunks a batch is one chunk: keep the bytes in flight near 32 MiB (16 batches
-        // of 1 MiB chunks; 3 of 16 MiB ones), so memory stays bounded whatever the chunk size.
-        let window = min(options.pipelineWindow, max(3, (32 << 20) / max(chunkSize, ChunkPipeline<Int>.batchBytes)))
-        let pipeline = ChunkPipeline<(file: Int, chunk: Int)>(compression: options.compression, window: window) { chunk, tag in
+        let pipeline = ChunkPipeline<(file: Int, chunk: Int)>(compression: options.compression, window: options.pipelineWindow,
+                                                              largestChunk: chunkSize) { chunk, tag in
             table.rows[tag.file][tag.chunk] = try assembler.place(chunk)
         }
         var tree = MergedTree<FilePayload>()

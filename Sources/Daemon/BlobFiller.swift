@@ -12,15 +12,17 @@ public protocol ChunkSink: Sendable {
 /// Limits shared by every filler of a daemon.
 public struct FillLimits: Sendable {
     /// Adjacent missing chunks are fetched with one ranged request up to this many compressed bytes.
-    /// 8 MiB: a registry spends milliseconds of CPU on every request besides the bytes (docker-registry
-    /// ~4 ms here), so a cold sequential read made of 4 MiB requests cost it a third more CPU.
-    public var batchBytes: UInt64 = 8 << 20
+    /// 8 MiB by default: a registry spends milliseconds of CPU on every request besides the bytes
+    /// (docker-registry ~4 ms here), so a cold sequential read made of 4 MiB requests cost it a
+    /// third more CPU.
+    public var batchBytes: UInt64
     /// Sequential readahead: once a reader has read `readaheadTrigger` bytes of a blob in order,
     /// the chunks after each request are fetched in the background, in a window that grows with
     /// the run up to `readaheadBytes` (0 turns readahead off). Short reads (one small file)
     /// never trigger it, so they fetch only their own chunks.
-    public var readaheadBytes: UInt64 = 32 << 20
-    public var readaheadTrigger: UInt64 = 4 << 20
+    public var readaheadBytes: UInt64
+    public var readaheadTrigger: UInt64
+    /// The defaults here are the daemon's (`DaemonConfiguration` starts from them).
     public init(batchBytes: UInt64 = 8 << 20, readaheadBytes: UInt64 = 32 << 20, readaheadTrigger: UInt64 = 4 << 20) {
         self.batchBytes = batchBytes
         self.readaheadBytes = readaheadBytes

@@ -12,9 +12,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// Fetches that may run at once across all images.
     public var fetchConcurrency: Int = 8
     /// Adjacent missing chunks are fetched in one ranged request up to this many bytes.
-    public var batchBytes: UInt64 = 8 << 20
+    public var batchBytes: UInt64 = FillLimits().batchBytes
     /// Sequential readahead window per blob (0: off); see `FillLimits`.
-    public var readaheadBytes: UInt64 = 32 << 20
+    public var readaheadBytes: UInt64 = FillLimits().readaheadBytes
     /// The kernel's readahead on each Ferry mount, in KiB (the mount's bdi `read_ahead_kb`; nil
     /// leaves the kernel's default, 128). It is how much a page fault or a short read makes the
     /// kernel ask for, and so how much a lazy mount fetches beyond what programs touch: 32 with

@@ -29,7 +29,7 @@ import Testing
     @Test(arguments: [ChunkCompression.lz4, .zstd], [1, 3, 16])
     func commitsEveryChunkOnceInSubmissionOrderWithItsOwnBytes(compression: ChunkCompression, window: Int) throws {
         var committed: [(tag: Int, chunk: EncodedChunk)] = []
-        let pipeline = ChunkPipeline<Int>(compression: compression, window: window) { chunk, tag in
+        let pipeline = ChunkPipeline<Int>(compression: compression, window: window, largestChunk: 2 << 20) { chunk, tag in
             committed.append((tag, chunk))
         }
         var expected: [[UInt8]] = []
@@ -56,7 +56,7 @@ import Testing
         // Large buffers come back from the free list; a later, shorter chunk must see none of the
         // earlier chunk's bytes.
         var digests: [Int: [UInt8]] = [:]
-        let pipeline = ChunkPipeline<Int>(compression: .lz4, window: 1) { chunk, tag in digests[tag] = chunk.digest }
+        let pipeline = ChunkPipeline<Int>(compression: .lz4, window: 1, largestChunk: 1 << 20) { chunk, tag in digests[tag] = chunk.digest }
         var expected: [Int: [UInt8]] = [:]
         for index in 0..<40 {
             let size = index.isMultiple(of: 2) ? 1 << 20 : 300_000 + index
