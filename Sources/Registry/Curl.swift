@@ -47,6 +47,9 @@ struct CurlRequestSpec: Sendable {
     /// handler as one piece (up to `largestPieceBytes`), gathered in a buffer of exactly that
     /// size, which the handler can keep without copying. Nil: pieces of `defaultPieceBytes`.
     var expectedBodyBytes: Int?
+    /// Where pieces of a body of unknown length are gathered: buffers the handler's consumers
+    /// give back once done with them. Nil: a fresh buffer for every piece.
+    var pieceBuffers: PieceBufferPool?
     /// Enough that handing a piece to consumers on other threads costs little beside their work.
     static let defaultPieceBytes = 1 << 20
     /// The largest piece gathered for a body of known length.
@@ -107,14 +110,16 @@ private final class TransferState {
     let isCancelled: @Sendable () -> Bool
     var cancelled = false
 
-    init(body: CurlBodyHandler?, upload: CurlUploadBody, expectedBodyBytes: Int?, isCancelled: @escaping @Sendable () -> Bool) {
+    init(body: CurlBodyHandler?, upload: CurlUploadBody, expectedBodyBytes: Int?, pieceBuffers: PieceBufferPool?,
+         isCancelled: @escaping @Sendable () -> Bool) {
         self.body = body
+        self.pieceBuffers = expectedBodyBytes == nil ? pieceBuffers : nil
         self.upload = upload
         if let expected = expectedBodyBytes {
             deliveryBytes = min(max(1, expected), CurlRequestSpec.largestPieceBytes)
             lengthKnown = true
         } else {
-            deliveryBytes = CurlRequestSpec.defaultPieceBytes
+            deliveryBytes = pieceBuffers?.pieceBytes ?? CurlRequestSpec.defaultPieceBytes
             lengthKnown = false
         }
         self.isCancelled = isCancelled
@@ -127,6 +132,8 @@ private final class TransferState {
     let lengthKnown: Bool
     /// Body bytes received and not yet handed to `body`.
     var staged: [UInt8] = []
+    /// Where `staged` comes from for a body of unknown length, when the caller recycles buffers.
+    let pieceBuffers: PieceBufferPool?
 }
 
 /// One libcurl easy handle. Curl keeps live connections, the DNS cache and TLS sessions in the
@@ -155,7 +162,8 @@ final class CurlEasy: @unchecked Sendable {
                  body: CurlBodyHandler?) throws -> CurlResponse {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
-        let state = TransferState(body: body, upload: spec.body, expectedBodyBytes: spec.expectedBodyBytes, isCancelled: isCancelled)
+        let state = TransferState(body: body, upload: spec.body, expectedBodyBytes: spec.expectedBodyBytes,
+                                  pieceBuffers: spec.pieceBuffers, isCancelled: isCancelled)
         state.uploadProgress = spec.uploadProgress
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
@@ -316,11 +324,17 @@ extension TransferState {
         if !staged.isEmpty && staged.count + bytes.count > deliveryBytes {
             guard deliverStaged() else { return false }
         }
-        // A known length, or a full first piece (a long body): room for exactly one delivery. Every
-        // buffer asks malloc for the same size, so a freed one is reused for the next (glibc
-        // serves a repeated size from its heap after the first free) instead of mapping and
-        // faulting in fresh pages for every megabyte.
-        if staged.isEmpty && (lengthKnown || bytes.count >= 16 * 1024) { staged.reserveCapacity(deliveryBytes) }
+        // A buffer the caller's consumers gave back, or else (a known length, or a full first
+        // piece of a long body) room for exactly one delivery: every buffer then asks malloc for
+        // the same size, so a freed one is reused for the next (glibc serves a repeated size from
+        // its heap after the first free) instead of mapping and faulting in fresh pages.
+        if staged.isEmpty {
+            if let pieceBuffers {
+                staged = pieceBuffers.take()
+            } else if lengthKnown || bytes.count >= 16 * 1024 {
+                staged.reserveCapacity(deliveryBytes)
+            }
+        }
         staged.append(contentsOf: bytes)
         return staged.count < deliveryBytes || deliverStaged()
     }

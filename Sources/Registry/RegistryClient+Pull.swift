@@ -180,8 +180,9 @@ extension RegistryClient {
             var written: UInt64 = 0
             var started = false
             let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
-            let call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+            var call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
                             method: "GET", url: blobURL, policy: policy)
+            call.pieceBuffers = file.pieceBuffers
             let response = try send(call, cancel: cancel) {
                 started = false
                 return (written > 0 ? ["Range: bytes=\(written)-"] : [], { status, headers, chunk in

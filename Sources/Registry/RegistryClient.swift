@@ -73,6 +73,8 @@ public final class RegistryClient: Sendable {
         var uploadProgress: (@Sendable (UInt64) -> Void)?
         /// The body's length when known (`CurlRequestSpec.expectedBodyBytes`).
         var expectedBodyBytes: Int?
+        /// Recycled buffers for a streamed body (`CurlRequestSpec.pieceBuffers`).
+        var pieceBuffers: PieceBufferPool?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -96,6 +98,7 @@ public final class RegistryClient: Sendable {
                 if let proxy = call.proxy { spec.proxy = proxy }
                 spec.uploadProgress = call.uploadProgress
                 spec.expectedBodyBytes = call.expectedBodyBytes
+                spec.pieceBuffers = call.pieceBuffers
                 let response: CurlResponse
                 do {
                     response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }

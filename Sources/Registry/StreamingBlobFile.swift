@@ -20,38 +20,61 @@ final class StreamingBlobFile {
         init(file: FileDescriptor) { self.file = file }
     }
 
+    /// A piece shared by the writer and the hasher; whichever finishes with it last gives its
+    /// buffer back to the pool.
+    private final class SharedPiece: @unchecked Sendable {
+        // Safe because: both users only read `bytes` until each has called `release`; the last
+        // one (the atomic count orders it after the other's reads) alone takes it out.
+        private var bytes: ArraySlice<UInt8>?
+        private let users = Atomic<Int>(2)
+        init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
+        var piece: ArraySlice<UInt8> { bytes ?? [] }
+        func release(to pool: PieceBufferPool) {
+            guard users.subtract(1, ordering: .acquiringAndReleasing).newValue == 0, let slice = bytes.take(),
+                  slice.startIndex == 0 else { return }
+            // A slice spanning its whole buffer makes an array that shares it; consumed, the slice
+            // lets go of the buffer, so the pool gets the only reference and empties it in place.
+            pool.put(Array(consume slice))
+        }
+    }
+
     let path: String
+    /// The buffers curl's receiving side should gather this file's pieces in.
+    let pieceBuffers: PieceBufferPool
     private let output: Output
     private let writeQueue = DispatchQueue(label: "ferry.blob-download-write")
     private let hashQueue = DispatchQueue(label: "ferry.blob-download-hash")
     private let writeSlots: DispatchSemaphore
     private let hashSlots: DispatchSemaphore
 
-    /// Creates (truncates) the file at `path`.
-    init(path: String, slots: Int = 8) throws {
+    /// Creates (truncates) the file at `path`; pieces gathered in `pieceBuffers` hold `pieceBytes`.
+    init(path: String, slots: Int = 8, pieceBytes: Int = CurlRequestSpec.defaultPieceBytes) throws {
         self.path = path
         output = Output(file: try ioCall(path) { try FileDescriptor.open(path, .createTruncate) })
         writeSlots = DispatchSemaphore(value: max(1, slots))
         hashSlots = DispatchSemaphore(value: max(1, slots))
+        // Every piece in a queue, plus the one being received, plus one spare.
+        pieceBuffers = PieceBufferPool(pieceBytes: pieceBytes, limit: 2 * max(1, slots) + 2)
     }
 
     /// Queues `piece` to be written and hashed; throws an earlier write failure.
     func append(_ piece: ArraySlice<UInt8>) throws {
         if let failure = pendingFailure() { throw failure }
         let output = self.output, path = self.path
-        let writeSlots = self.writeSlots, hashSlots = self.hashSlots
+        let writeSlots = self.writeSlots, hashSlots = self.hashSlots, pool = pieceBuffers
+        let shared = SharedPiece(piece)
         writeSlots.wait()
         writeQueue.async {
-            defer { writeSlots.signal() }
+            defer { writeSlots.signal(); shared.release(to: pool) }
             guard output.failure.withLock({ $0 == nil }) else { return }
-            do { try ioCall(path) { try output.file.write(piece) } } catch {
+            do { try ioCall(path) { try output.file.write(shared.piece) } } catch {
                 output.failure.withLock { $0 = error }
             }
         }
         hashSlots.wait()
         hashQueue.async {
-            defer { hashSlots.signal() }
-            output.hasher.update(piece)
+            defer { hashSlots.signal(); shared.release(to: pool) }
+            output.hasher.update(shared.piece)
         }
     }
 
