@@ -95,6 +95,7 @@ struct BlobBench: ParsableCommand {
     @Argument(help: "docker://HOST/REPO") var repository: String
     @Option(help: "The blob to download.") var blob: String
     @Option(help: "The file to write (created or truncated; kept).") var to: String
+    @Flag(help: "Read the whole body through libcurl, never splicing it from the socket.") var noSplice = false
     @OptionGroup var registry: RegistryFlags
 
     struct Result: Encodable {
@@ -109,7 +110,9 @@ struct BlobBench: ParsableCommand {
                 throw ValidationError("expected docker://HOST/REPO")
             }
             let digest = try Digest(parsing: blob)
-            let client = RegistryClient(options: try registry.options())
+            var options = try registry.options()
+            options.spliceBlobBodies = !noSplice
+            let client = RegistryClient(options: options)
             let path = to
             // Set-up outside the measurement, as curl's time_total leaves out its own: the client's
             // first request (libcurl and OpenSSL initialise) is a HEAD of the blob, as `ferry pull`

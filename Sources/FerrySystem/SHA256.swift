@@ -30,6 +30,11 @@ public final class SHA256 {
         }
     }
 
+    /// Feeds raw memory into the digest (for callers inside this module, e.g. a file mapping).
+    func update(raw: UnsafeRawBufferPointer) {
+        _ = EVP_DigestUpdate(context, raw.baseAddress, raw.count)
+    }
+
     /// Returns the digest; the instance must not be used afterwards.
     public func finalize() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Self.digestSize)

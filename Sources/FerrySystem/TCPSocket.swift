@@ -36,12 +36,27 @@ public enum TCPSocket {
     }
 
     private static func boundPort(_ fd: Int32) throws -> UInt16 {
+        guard let port = try port(of: fd, peer: false) else {
+            throw SystemError.invalidArgument("listening socket", reason: "not an IPv4 or IPv6 socket")
+        }
+        return port
+    }
+
+    /// The local and the remote port of a connected IPv4/IPv6 socket; nil for any other
+    /// descriptor. The corresponding C functions are `getsockname` and `getpeername`.
+    public static func ports(of fd: Int32) -> (local: UInt16, peer: UInt16)? {
+        guard let local = try? port(of: fd, peer: false), let peer = try? port(of: fd, peer: true) else { return nil }
+        return (local, peer)
+    }
+
+    /// The port of the socket's own (or its peer's) address; nil when it is not IPv4/IPv6.
+    private static func port(of fd: Int32, peer: Bool) throws -> UInt16? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         _ = try withUnsafeMutablePointer(to: &storage) { p in
             // Safe because: p points at a sockaddr_storage large enough for any address family.
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                try retrying("getsockname") { getsockname(fd, sa, &length) }
+                try retrying(peer ? "getpeername" : "getsockname") { peer ? getpeername(fd, sa, &length) : getsockname(fd, sa, &length) }
             }
         }
         let family = Int32(storage.ss_family)
@@ -50,7 +65,10 @@ public enum TCPSocket {
             if family == AF_INET6 {
                 return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
             }
-            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+            if family == AF_INET {
+                return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+            }
+            return nil
         }
     }
 }

@@ -54,6 +54,8 @@ struct CurlRequestSpec: Sendable {
     static let defaultPieceBytes = 1 << 20
     /// The largest piece gathered for a body of known length.
     static let largestPieceBytes = 64 << 20
+    /// The least rest of a body worth a takeover (which costs the connection).
+    static let takeoverMinimumBytes: UInt64 = 4 << 20
 }
 
 /// What a finished transfer looked like on the wire.
@@ -81,6 +83,21 @@ struct CurlFailure: Error, Sendable {
         return retryable.contains { Int($0.rawValue) == code }
     }
 
+    /// A body read past curl (a takeover) ended before its Content-Length: retried as curl's own would be.
+    static func bodyCutShort(missing: UInt64) -> CurlFailure {
+        CurlFailure(code: Int(CURLE_PARTIAL_FILE.rawValue), message: "the connection closed with \(missing) body bytes still to come")
+    }
+
+    /// Receiving a body past curl failed (e.g. the connection was reset).
+    static func receiveFailed(_ reason: String) -> CurlFailure {
+        CurlFailure(code: Int(CURLE_RECV_ERROR.rawValue), message: "receiving the body failed: \(reason)")
+    }
+
+    /// No body bytes came for `seconds` (curl's low-speed limit, applied past curl).
+    static func stalled(seconds: Int) -> CurlFailure {
+        CurlFailure(code: Int(CURLE_OPERATION_TIMEDOUT.rawValue), message: "no data received for \(seconds) s")
+    }
+
     /// True when the connection was never made, so nothing reached the server.
     var isConnectFailure: Bool { code == Int(CURLE_COULDNT_CONNECT.rawValue) || code == Int(CURLE_COULDNT_RESOLVE_HOST.rawValue) }
 }
@@ -93,6 +110,18 @@ struct CurlFailure: Error, Sendable {
 /// consumer on other threads costs more than the consumer's work (a 200 MB pull made 12,000
 /// hand-offs, 36,000 futex calls).
 typealias CurlBodyHandler = (Int, HTTPHeaders, ArraySlice<UInt8>) throws -> Bool
+
+/// Reads the rest of a response body from the connection's socket itself, after the body
+/// handler got the bytes curl read with the headers: called with the socket and the number of
+/// body bytes still to come. Returns false when it took nothing (curl then carries on); after
+/// true the transfer ends there and curl closes the connection.
+///
+/// Offered only where the socket carries the body's bytes as they are: an HTTP/1.x 200 or 206
+/// answer over plain TCP (no TLS, no proxy) whose length is its Content-Length (no transfer or content
+/// encoding) and whose rest is at least `CurlRequestSpec.takeoverMinimumBytes`. Request specs
+/// with a takeover make curl read 16 KiB at a time, so that when the handler has the first
+/// piece, curl holds no body bytes it has not delivered.
+typealias CurlBodyTakeover = (_ socket: Int32, _ remaining: UInt64) throws -> Bool
 
 /// State shared with curl's C callbacks during one `perform`.
 private final class TransferState {
@@ -134,6 +163,31 @@ private final class TransferState {
     var staged: [UInt8] = []
     /// Where `staged` comes from for a body of unknown length, when the caller recycles buffers.
     let pieceBuffers: PieceBufferPool?
+
+    /// The caller's takeover of the body, when this request may hand the socket over at all.
+    var takeover: CurlBodyTakeover?
+    /// True once the current response's first body piece was seen (a takeover is decided then).
+    var firstPieceSeen = false
+    /// The current response came as HTTP/1.x.
+    var httpOne = false
+    /// The socket of the transfer's connection, and whether it speaks plain HTTP (no TLS).
+    var connectionSocket: () -> Int32? = { nil }
+    var plainHTTP: () -> Bool = { false }
+}
+
+/// The sockets curl opened through one handle and has not closed yet (curl's open and close
+/// callbacks keep it), touched only by the thread using the handle.
+private final class SocketLedger {
+    var open: Set<Int32> = []
+}
+
+extension CurlRequestSpec {
+    /// True when the request may go through an HTTP proxy (set here, or from the environment).
+    var usesProxy: Bool {
+        if let proxy { return !proxy.isEmpty }
+        let environment = ProcessInfo.processInfo.environment
+        return ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"].contains { !(environment[$0] ?? "").isEmpty }
+    }
 }
 
 /// One libcurl easy handle. Curl keeps live connections, the DNS cache and TLS sessions in the
@@ -143,6 +197,8 @@ private final class TransferState {
 final class CurlEasy: @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     private let errorBuffer: UnsafeMutablePointer<CChar>
+    /// The sockets curl opened through this handle and has not closed yet.
+    private let sockets = SocketLedger()
 
     init?() {
         guard CurlGlobal.initialized, let h = curl_easy_init() else { return nil }
@@ -159,12 +215,32 @@ final class CurlEasy: @unchecked Sendable {
     /// Performs one request. Transport failures come back as `CurlFailure`; an error thrown by
     /// `body` is rethrown as is; `CancellationError` when `isCancelled` turned true.
     func perform(_ spec: CurlRequestSpec, isCancelled: @escaping @Sendable () -> Bool,
-                 body: CurlBodyHandler?) throws -> CurlResponse {
+                 body: CurlBodyHandler?, takeover: CurlBodyTakeover? = nil) throws -> CurlResponse {
         curl_easy_reset(handle)
         errorBuffer[0] = 0
         let state = TransferState(body: body, upload: spec.body, expectedBodyBytes: spec.expectedBodyBytes,
                                   pieceBuffers: spec.pieceBuffers, isCancelled: isCancelled)
         state.uploadProgress = spec.uploadProgress
+        let takeover = spec.url.lowercased().hasPrefix("http://") && !spec.usesProxy ? takeover : nil
+        state.takeover = takeover
+        if takeover != nil {
+            let handle = self.handle, sockets = self.sockets
+            state.plainHTTP = {
+                var scheme: UnsafeMutablePointer<CChar>?
+                guard cferry_curl_getinfo_str(handle, CURLINFO_SCHEME, &scheme) == CURLE_OK, let scheme else { return false }
+                return String(cString: scheme).lowercased() == "http"
+            }
+            state.connectionSocket = {
+                var local = 0, primary = 0
+                _ = cferry_curl_getinfo_long(handle, CURLINFO_LOCAL_PORT, &local)
+                _ = cferry_curl_getinfo_long(handle, CURLINFO_PRIMARY_PORT, &primary)
+                guard local > 0, primary > 0 else { return nil }
+                // The one open socket whose two ends are this transfer's connection.
+                return sockets.open.first { fd in
+                    TCPSocket.ports(of: fd).map { Int($0.local) == local && Int($0.peer) == primary } ?? false
+                }
+            }
+        }
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for line in spec.headers { headerList = curl_slist_append(headerList, line) }
@@ -184,7 +260,8 @@ final class CurlEasy: @unchecked Sendable {
         set(cferry_curl_setopt_str(handle, CURLOPT_USERAGENT, spec.userAgent))
         set(cferry_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
         set(cferry_curl_setopt_long(handle, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS)))
-        set(cferry_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, 512 * 1024))
+        // 16 KiB (what curl hands a write callback at most) when the body may be taken over.
+        set(cferry_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, takeover == nil ? 512 * 1024 : 16 * 1024))
         set(cferry_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1))
         set(cferry_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, spec.connectTimeoutMs))
         set(cferry_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, spec.lowSpeedLimit))
@@ -206,6 +283,23 @@ final class CurlEasy: @unchecked Sendable {
         if let ca = spec.caCertificatePath { set(cferry_curl_setopt_str(handle, CURLOPT_CAINFO, ca)) }
         if let proxy = spec.proxy { set(cferry_curl_setopt_str(handle, CURLOPT_PROXY, proxy)) }
 
+        // Curl's sockets are made and closed here, so a body takeover can find its connection's.
+        let ledgerPointer = Unmanaged.passUnretained(sockets).toOpaque()
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_OPENSOCKETDATA, ledgerPointer))
+        set(cferry_curl_setopt_opensocket(handle, { user, _, address in
+            // Safe because: curl passes the OPENSOCKETDATA pointer (the ledger lives as long as the
+            // handle) and the address it is about to connect to.
+            guard let user, let address else { return CURL_SOCKET_BAD }
+            let fd = socket(address.pointee.family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
+            if fd >= 0 { Unmanaged<SocketLedger>.fromOpaque(user).takeUnretainedValue().open.insert(fd) }
+            return fd
+        }))
+        set(cferry_curl_setopt_ptr(handle, CURLOPT_CLOSESOCKETDATA, ledgerPointer))
+        set(cferry_curl_setopt_closesocket(handle, { user, fd in
+            // Safe because: curl passes the CLOSESOCKETDATA pointer set above.
+            if let user { Unmanaged<SocketLedger>.fromOpaque(user).takeUnretainedValue().open.remove(fd) }
+            return close(fd)
+        }))
         set(cferry_curl_setopt_ptr(handle, CURLOPT_HEADERDATA, statePointer))
         set(cferry_curl_setopt_write(handle, CURLOPT_HEADERFUNCTION, { data, size, count, user in
             // Safe because: curl passes the HEADERDATA pointer set above and `size * count` valid bytes.
@@ -302,6 +396,8 @@ extension TransferState {
             deliverStaged()
             headers = HTTPHeaders()
             headersComplete = false
+            firstPieceSeen = false
+            httpOne = line.hasPrefix("HTTP/1.")
             let parts = line.split(separator: " ", maxSplits: 2)
             status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
         } else if line.isEmpty {
@@ -320,6 +416,10 @@ extension TransferState {
             return true
         }
         guard !stoppedEarly, handlerError == nil else { return false }
+        if takeover != nil && !firstPieceSeen {
+            firstPieceSeen = true
+            if let remaining = takeoverRemaining(after: bytes.count) { return takeOver(first: bytes, remaining: remaining) }
+        }
         // A delivery never outgrows its buffer: a piece that would not fit sends what is staged first.
         if !staged.isEmpty && staged.count + bytes.count > deliveryBytes {
             guard deliverStaged() else { return false }
@@ -337,6 +437,32 @@ extension TransferState {
         }
         staged.append(contentsOf: bytes)
         return staged.count < deliveryBytes || deliverStaged()
+    }
+
+    /// The body bytes still to come after a first piece of `count`, when this answer's body can
+    /// be taken over (see `CurlBodyTakeover`); nil otherwise.
+    func takeoverRemaining(after count: Int) -> UInt64? {
+        guard status == 200 || status == 206, httpOne, headers["transfer-encoding"] == nil,
+              headers["content-encoding"].map({ $0.lowercased() == "identity" }) ?? true,
+              let length = headers["content-length"].flatMap({ UInt64($0) }), length >= UInt64(count),
+              length - UInt64(count) >= CurlRequestSpec.takeoverMinimumBytes, plainHTTP() else { return nil }
+        return length - UInt64(count)
+    }
+
+    /// Delivers the first piece, then lets the caller read the rest from the socket. Returns
+    /// what curl's write callback should: false ends the transfer (taken over, or failed).
+    func takeOver(first bytes: UnsafeRawBufferPointer, remaining: UInt64) -> Bool {
+        if let pieceBuffers { staged = pieceBuffers.take() }
+        staged.append(contentsOf: bytes)
+        guard deliverStaged() else { return false }
+        guard let takeover, let socket = connectionSocket() else { return true }
+        do {
+            guard try takeover(socket, remaining) else { return true }
+            stoppedEarly = true
+        } catch {
+            handlerError = error
+        }
+        return false
     }
 
     /// Hands the staged body bytes to the handler; false when it stopped or failed.

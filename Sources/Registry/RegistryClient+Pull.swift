@@ -2,6 +2,7 @@ public import OCI
 import FerrySystem
 import Foundation
 import Logging
+import Synchronization
 
 /// A manifest or index as the registry served it, verified against its digest.
 public struct FetchedManifest: Sendable {
@@ -174,52 +175,98 @@ extension RegistryClient {
                                    progress: (@Sendable (UInt64) -> Void)?, target: RegistryTarget,
                                    cancel: CancellationFlag) throws -> UInt64 {
         try withPullSources(ref, object: target.object) { host, policy in
-            // Writing and hashing run on the file's own queue, beside curl's receiving thread.
-            let file = try StreamingBlobFile(path: path)
-            defer { file.close() }
-            var written: UInt64 = 0
-            var started = false
-            let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
-            var call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
-                            method: "GET", url: blobURL, policy: policy)
-            call.pieceBuffers = file.pieceBuffers
-            let response = try send(call, cancel: cancel) {
-                started = false
-                return (written > 0 ? ["Range: bytes=\(written)-"] : [], { status, headers, chunk in
-                    if !started {
-                        started = true
-                        if status == 206, written > 0 {
-                            guard let range = headers["content-range"].flatMap(ContentRange.init(header:)), range.first == written else {
-                                throw RegistryError.invalidResponse(target, reason: "resumed transfer starts at the wrong offset")
-                            }
-                        } else if written > 0 {
-                            // The server sent the whole blob again: start over.
-                            try file.restart()
-                            written = 0
-                        }
-                    }
-                    try file.append(chunk)
-                    written += UInt64(chunk.count)
-                    if let expectedSize, written > UInt64(max(0, expectedSize)) {
-                        throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
-                    }
+            let splice = options.spliceBlobBodies && !spliceRefused.withLock { $0 }
+            var spliced = false
+            do {
+                return try fetchBlobFrom(host, ref, digest: digest, to: path, expectedSize: expectedSize, progress: progress,
+                                         target: target, policy: policy, splice: splice, spliced: &spliced, cancel: cancel)
+            } catch let error as RegistryError where spliced {
+                guard case .digestMismatch = error else { throw error }
+                // Bytes read past libcurl did not verify: this libcurl may keep body bytes the
+                // takeover cannot see. Never splice again in this process; fetch through curl.
+                spliceRefused.withLock { $0 = true }
+                logger.warning("blob \(digest) from \(host): the body read straight from the socket did not verify (\(error)); reading bodies through libcurl from now on")
+                return try fetchBlobFrom(host, ref, digest: digest, to: path, expectedSize: expectedSize, progress: progress,
+                                         target: target, policy: policy, splice: false, spliced: &spliced, cancel: cancel)
+            }
+        }
+    }
+
+    /// One source's attempts at the whole blob. With `splice`, a long plain-HTTP body goes from
+    /// the socket to the file inside the kernel (`StreamingBlobFile.receive`); `spliced` is
+    /// set when that happened.
+    private func fetchBlobFrom(_ host: String, _ ref: RegistryReference, digest: Digest, to path: String, expectedSize: Int64?,
+                               progress: (@Sendable (UInt64) -> Void)?, target: RegistryTarget, policy: RetryPolicy,
+                               splice: Bool, spliced: inout Bool, cancel: CancellationFlag) throws -> UInt64 {
+        // Writing and hashing run on the file's own queues, beside curl's receiving thread.
+        let file = try StreamingBlobFile(path: path)
+        defer { file.close() }
+        var written: UInt64 = 0
+        var started = false
+        var tookOver = false
+        defer { spliced = spliced || tookOver }
+        let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
+        var call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
+                        method: "GET", url: blobURL, policy: policy)
+        call.pieceBuffers = file.pieceBuffers
+        if splice {
+            let stallLimit = options.lowSpeedTime
+            call.bodyTakeover = { socket, remaining in
+                // The answer's length must be the blob's before any of it goes to the file.
+                let total = written + remaining
+                if let expectedSize, total != UInt64(max(0, expectedSize)) {
+                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(clamping: total))
+                }
+                guard total <= UInt64(Int.max) else { return false }
+                let taken = try file.receive(from: socket, count: remaining, stall: { idle in
+                    if cancel.isCancelled { throw CancellationError() }
+                    if idle >= stallLimit { throw CurlFailure.stalled(seconds: Int(stallLimit.components.seconds)) }
+                }, landed: { bytes in
+                    tookOver = true
+                    written += bytes
                     progress?(written)
                     self.report(.pull, ref, digest, .progressed(bytes: written))
-                    return true
                 })
+                return taken
             }
-            // A failure here leaves the file to the next attempt (which truncates it) or to
-            // fetchBlobBlocking, which removes it once every source has failed.
-            try expect(response, [200, 206], call)
-            if let expectedSize, Int64(written) != expectedSize {
-                throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
-            }
-            try verify(digest, actual: try file.digest(), target)
-            if response.effectiveURL != blobURL {
-                redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectLifetime(for: response.effectiveURL))
-            }
-            return written
         }
+        let response = try send(call, cancel: cancel) {
+            started = false
+            return (written > 0 ? ["Range: bytes=\(written)-"] : [], { status, headers, chunk in
+                if !started {
+                    started = true
+                    if status == 206, written > 0 {
+                        guard let range = headers["content-range"].flatMap(ContentRange.init(header:)), range.first == written else {
+                            throw RegistryError.invalidResponse(target, reason: "resumed transfer starts at the wrong offset")
+                        }
+                    } else if written > 0 {
+                        // The server sent the whole blob again: start over.
+                        try file.restart()
+                        written = 0
+                    }
+                }
+                try file.append(chunk)
+                written += UInt64(chunk.count)
+                if let expectedSize, written > UInt64(max(0, expectedSize)) {
+                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
+                }
+                progress?(written)
+                self.report(.pull, ref, digest, .progressed(bytes: written))
+                return true
+            })
+        }
+        // A failure here leaves the file to the next attempt (which truncates it) or to
+        // fetchBlobBlocking, which removes it once every source has failed.
+        try expect(response, [200, 206], call)
+        if let expectedSize, Int64(written) != expectedSize {
+            throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
+        }
+        try verify(digest, actual: try file.digest(), target)
+        if tookOver { splicedBodies.add(1, ordering: .relaxed) }
+        if response.effectiveURL != blobURL {
+            redirects.store(redirectKey(ref, digest), url: response.effectiveURL, lifetime: options.redirectLifetime(for: response.effectiveURL))
+        }
+        return written
     }
 
     func readRangeBlocking(_ ref: RegistryReference, digest: Digest, range: Range<UInt64>, timeout: Duration?,

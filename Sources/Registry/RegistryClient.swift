@@ -15,6 +15,13 @@ public final class RegistryClient: Sendable {
     let pool: HandlePool
     let auth: Authenticator
     let redirects = RedirectCache()
+    /// Set once a blob body read straight from the socket failed its digest: no more takeovers.
+    let spliceRefused = Mutex(false)
+    let splicedBodies = Atomic<Int>(0)
+
+    /// Verified blob downloads whose body (some or all of it) went from the socket into the file
+    /// inside the kernel (`RegistryOptions.spliceBlobBodies`) rather than through libcurl.
+    public var blobBodiesSpliced: Int { splicedBodies.load(ordering: .relaxed) }
     let logger: Logger
     let proxyRoute: BlobProxyRoute?
     let observer: (any TransferObserver)?
@@ -75,6 +82,8 @@ public final class RegistryClient: Sendable {
         var expectedBodyBytes: Int?
         /// Recycled buffers for a streamed body (`CurlRequestSpec.pieceBuffers`).
         var pieceBuffers: PieceBufferPool?
+        /// Reads a long plain-HTTP body from the socket instead of through curl (`CurlBodyTakeover`).
+        var bodyTakeover: CurlBodyTakeover?
     }
 
     /// Per-attempt setup: extra headers (e.g. a resume Range) and the body handler.
@@ -101,7 +110,9 @@ public final class RegistryClient: Sendable {
                 spec.pieceBuffers = call.pieceBuffers
                 let response: CurlResponse
                 do {
-                    response = try pool.withHandle { try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler) }
+                    response = try pool.withHandle {
+                        try $0.perform(spec, isCancelled: { cancel.isCancelled }, body: handler, takeover: call.bodyTakeover)
+                    }
                 } catch let failure as CurlFailure {
                     let error = RegistryError.unreachable(call.target, url: redactedURL(call.url), attempts: attempt + 1, reason: failure.message)
                     logger.debug("\(call.method) \(redactedURL(call.url)): \(failure.message)")

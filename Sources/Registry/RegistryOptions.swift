@@ -68,6 +68,10 @@ public struct RegistryOptions: Sendable {
     public var tokenFetch: TokenFetchMethod
     /// A forward proxy (Dragonfly's dfdaemon) for blob range reads only; nil reads directly.
     public var blobProxy: BlobProxyOptions?
+    /// Whole-blob downloads over plain HTTP (a local registry or mirror) move the body from the
+    /// socket into the file inside the kernel (`splice`) and hash it from the page cache, instead
+    /// of copying it through libcurl's buffers (the default). False: libcurl reads every byte.
+    public var spliceBlobBodies = true
 
     /// How tokens are requested from a Bearer realm.
     public enum TokenFetchMethod: Sendable, Hashable {

@@ -39,6 +39,10 @@ final class StreamingBlobFile {
     }
 
     let path: String
+    /// Bytes handed over so far (appended or spliced), where the next ones go in the file.
+    private var length: UInt64 = 0
+    /// Mappings made for hashing spliced bytes, unmapped after `close()`.
+    private var mappings: [FileMapping] = []
     /// The buffers curl's receiving side should gather this file's pieces in.
     let pieceBuffers: PieceBufferPool
     private let output: Output
@@ -60,6 +64,7 @@ final class StreamingBlobFile {
     /// Queues `piece` to be written and hashed; throws an earlier write failure.
     func append(_ piece: ArraySlice<UInt8>) throws {
         if let failure = pendingFailure() { throw failure }
+        length += UInt64(piece.count)
         let output = self.output, path = self.path
         let writeSlots = self.writeSlots, hashSlots = self.hashSlots, pool = pieceBuffers
         let shared = SharedPiece(piece)
@@ -78,6 +83,86 @@ final class StreamingBlobFile {
         }
     }
 
+    /// Moves the next `count` bytes of the blob from `socket` straight into the file inside the
+    /// kernel (`SocketSplicer`) and hashes them from the page cache through a mapping of the
+    /// file, on the hash queue after the pieces appended before. `landed` is told each time more
+    /// bytes are in the file (how many). Returns false, having taken nothing, when the socket
+    /// cannot be spliced. `stall` throws to give up while no data comes (told for how long).
+    ///
+    /// On failure the file keeps (and the hash has) exactly the bytes that landed, so a resumed
+    /// request carries on after them.
+    func receive(from socket: Int32, count: UInt64, stall: (Duration) throws -> Void, landed: (UInt64) -> Void) throws -> Bool {
+        if let failure = pendingFailure() { throw failure }
+        let output = self.output, path = self.path
+        let start = length, end = start + count
+        // The mapping may only be read where the file has bytes: the file is made its final
+        // length first (the spliced bytes then fill it), and cut back to what landed on failure.
+        try writeQueue.sync { try ioCall(path) { try output.file.truncate(to: end) } }
+        var reached = start
+        var hashed = start
+        do {
+            let mapping = try ioCall(path) { try FileMapping(path: path, length: Int(end)) }
+            mappings.append(mapping)
+            let splicer = try ioCall(path) { try SocketSplicer() }
+            // Splicing waits while a few stretches are still to be hashed: on two cores the
+            // receiving side would otherwise take the hasher's share and leave it a backlog to
+            // finish alone, one core idle.
+            let stretchesAhead = DispatchSemaphore(value: Self.stretchesAhead)
+            func hashLanded() {
+                guard reached > hashed else { return }
+                let range = Int(hashed)..<Int(reached)
+                hashed = reached
+                stretchesAhead.wait()
+                hashQueue.async {
+                    mapping.hash(range, into: output.hasher)
+                    stretchesAhead.signal()
+                }
+            }
+            defer { hashLanded() }
+            try splicer.move(from: socket, to: output.file, at: start, count: count,
+                             idle: { milliseconds in try stall(.milliseconds(milliseconds)) },
+                             landed: { offset in
+                                 let new = offset - reached
+                                 reached = offset
+                                 // Hashed in stretches of a few megabytes: one queue hand-off each.
+                                 if reached - hashed >= Self.hashStretch || reached == end { hashLanded() }
+                                 landed(new)
+                             })
+        } catch let error as SocketSpliceError {
+            try settle(at: reached, path: path)
+            switch error {
+            case .unsupported: return false
+            case .peerClosed: throw CurlFailure.bodyCutShort(missing: end - reached)
+            case .receiveFailed: throw CurlFailure.receiveFailed("\(error)")
+            }
+        } catch let error as SystemError {
+            try? settle(at: reached, path: path)
+            throw RegistryError.io(path: path, reason: "\(error)")
+        } catch {
+            try? settle(at: reached, path: path)
+            throw error
+        }
+        try settle(at: reached, path: path)
+        return true
+    }
+
+    /// Bytes hashed from the mapping per hash-queue job.
+    private static let hashStretch: UInt64 = 4 << 20
+    /// Stretches landed but not yet hashed before splicing waits.
+    private static let stretchesAhead = 8
+
+    /// After a takeover: the file ends, and later appends go, where the landed bytes end.
+    private func settle(at offset: UInt64, path: String) throws {
+        let output = self.output
+        length = offset
+        try writeQueue.sync {
+            try ioCall(path) {
+                try output.file.truncate(to: offset)
+                _ = try output.file.seek(to: offset)
+            }
+        }
+    }
+
     /// Empties the file and the hash (the server resent the blob from its start).
     func restart() throws {
         let output = self.output, path = self.path
@@ -85,6 +170,7 @@ final class StreamingBlobFile {
             if let failure = output.failure.withLock({ $0 }) { throw failure }
             try ioCall(path) { try output.file.truncate(to: 0); _ = try output.file.seek(to: 0) }
         }
+        length = 0
         hashQueue.sync { output.hasher = SHA256() }
     }
 
@@ -107,6 +193,11 @@ final class StreamingBlobFile {
             output.closed = true
             try? output.file.close()
         }
+        // Unmapping a large mapping takes milliseconds (every page's entry is torn down): done
+        // on another thread, so the blob is ready as soon as it is verified.
+        let retired = mappings
+        mappings = []
+        if !retired.isEmpty { DispatchQueue.global(qos: .utility).async { withExtendedLifetime(retired) {} } }
     }
 
     private func pendingFailure() -> (any Error)? { output.failure.withLock { $0 } }

@@ -52,6 +52,86 @@ extension RegistryTests {
             #expect(proxy.requests.contains { $0.hasPrefix("GET /v2/ferry/app/blobs/\(image.layerDigest)") && $0.hasSuffix(" 206") })
         }
 
+        /// A layer long enough (12 MiB) that its body is spliced from the socket into the file.
+        static let splicedLayerSize = 12 << 20
+
+        @Test func longBodiesAreSplicedIntoTheFileWithEveryByteAsLibcurlReadsThem() async throws {
+            let dir = try TempDir()
+            let (registry, image) = try await Self.seededRegistry(dir, fileSize: Self.splicedLayerSize)
+            defer { registry.stop() }
+            let ref = try RegistryReference(parsing: "\(registry.host)/ferry/app:v1")
+            for splice in [true, false] {
+                var options = RegistryOptions(plainHTTPHosts: [registry.host])
+                options.spliceBlobBodies = splice
+                let client = RegistryClient(options: options)
+                let out = dir.file("layer-\(splice)")
+                let written = try await client.fetchBlob(ref, digest: image.layerDigest, to: out, expectedSize: Int64(image.layerBytes.count))
+                #expect(written == UInt64(image.layerBytes.count))
+                let bytes = try readFile(out)
+                #expect(bytes.count == image.layerBytes.count)
+                #expect(bytes == image.layerBytes, "splice \(splice): the file differs from the layer")
+                #expect(client.blobBodiesSpliced == (splice ? 1 : 0))
+                // Small blobs stay with libcurl.
+                #expect(try await client.fetchBlobBytes(ref, digest: image.configDigest) == image.config)
+                #expect(client.blobBodiesSpliced == (splice ? 1 : 0))
+            }
+        }
+
+        @Test func splicedBodiesCutOrResetMidwayResumeAndWrongSizesAreRefused() async throws {
+            let dir = try TempDir()
+            let (registry, image) = try await Self.seededRegistry(dir, fileSize: Self.splicedLayerSize)
+            defer { registry.stop() }
+            // Every second request fails, in turn by a cut after half the body, a reset, a 500.
+            let proxy = try FaultProxy(upstream: registry.host, arguments: ["--faults", "cut,reset,500", "--every", "2"])
+            defer { proxy.stop() }
+            let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: [proxy.host], retry: Self.quickRetries))
+            let ref = try RegistryReference(parsing: "\(proxy.host)/ferry/app:v1")
+            for round in 0..<4 {
+                let out = dir.file("layer-\(round)")
+                try await client.fetchBlob(ref, digest: image.layerDigest, to: out, expectedSize: Int64(image.layerBytes.count))
+                #expect(try readFile(out) == image.layerBytes, "round \(round)")
+            }
+            #expect(client.blobBodiesSpliced >= 4)
+            #expect((try proxy.stats()["faults"] ?? 0) >= 3)
+            // A cut body was resumed from where the spliced bytes ended.
+            #expect(proxy.requests.contains { $0.hasPrefix("GET /v2/ferry/app/blobs/\(image.layerDigest)") && $0.hasSuffix(" 206") })
+            // A registry whose length disagrees with the manifest is refused before any byte is kept.
+            let direct = RegistryClient(options: RegistryOptions(plainHTTPHosts: [registry.host], retry: .none))
+            let wrongSize = dir.file("wrong-size")
+            await #expect {
+                try await direct.fetchBlob(try RegistryReference(parsing: "\(registry.host)/ferry/app:v1"), digest: image.layerDigest,
+                                           to: wrongSize, expectedSize: Int64(image.layerBytes.count - 1))
+            } throws: { error in
+                guard case RegistryError.sizeMismatch = error else { return false }
+                return true
+            }
+            #expect(!FileManager.default.fileExists(atPath: wrongSize))
+        }
+
+        @Test func aStalledSplicedBodyIsAbandonedWithinTheLowSpeedTimeAndResumed() async throws {
+            let dir = try TempDir()
+            let (registry, image) = try await Self.seededRegistry(dir, fileSize: Self.splicedLayerSize)
+            defer { registry.stop() }
+            // Every request sends half its body, then goes silent for 20 s.
+            let proxy = try FaultProxy(upstream: registry.host, arguments: ["--faults", "stall", "--every", "1", "--stall-seconds", "20"])
+            defer { proxy.stop() }
+            let retries = RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(20), maxDelay: .milliseconds(200))
+            let client = RegistryClient(
+                options: RegistryOptions(plainHTTPHosts: [proxy.host], lowSpeedTime: .seconds(1), lowSpeedLimit: 1024, retry: retries))
+            let ref = try RegistryReference(parsing: "\(proxy.host)/ferry/app:v1")
+            let out = dir.file("layer")
+            let clock = ContinuousClock()
+            let start = clock.now
+            await #expect(throws: RegistryError.self) {
+                try await client.fetchBlob(ref, digest: image.layerDigest, to: out, expectedSize: Int64(image.layerBytes.count))
+            }
+            // Every attempt stalls: each is given up after about a second; one that waited for the
+            // proxy would alone take 20.
+            #expect(clock.now - start < .seconds(20))
+            #expect(client.blobBodiesSpliced >= 1)
+            #expect((try proxy.stats()["faults"] ?? 0) >= 2)
+        }
+
         @Test func aStalledTransferIsAbandonedAndRetried() async throws {
             let dir = try TempDir()
             let (registry, image) = try await Self.seededRegistry(dir, fileSize: 1 << 20)
@@ -129,9 +209,10 @@ extension RegistryTests {
             }
         }
 
-        @Test func wrongBytesAreRejectedByDigestVerification() async throws {
+        @Test(arguments: [256 << 10, Self.splicedLayerSize])
+        func wrongBytesAreRejectedByDigestVerification(fileSize: Int) async throws {
             let dir = try TempDir()
-            let (registry, image) = try await Self.seededRegistry(dir, fileSize: 256 << 10)
+            let (registry, image) = try await Self.seededRegistry(dir, fileSize: fileSize)
             defer { registry.stop() }
             let proxy = try FaultProxy(upstream: registry.host, arguments: ["--corrupt-blobs"])
             defer { proxy.stop() }

@@ -30,6 +30,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <sys/wait.h>
+#include <sys/mman.h>
 #include <linux/falloc.h>
 #include <poll.h>
 #include <dirent.h>
@@ -52,6 +53,8 @@ static inline CURLcode cferry_curl_setopt_str(CURL *h, CURLoption o, const char 
 static inline CURLcode cferry_curl_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return curl_easy_setopt(h, o, v); }
 static inline CURLcode cferry_curl_setopt_write(CURL *h, CURLoption o, size_t (*f)(char *, size_t, size_t, void *)) { return curl_easy_setopt(h, o, f); }
 static inline CURLcode cferry_curl_setopt_read(CURL *h, CURLoption o, size_t (*f)(char *, size_t, size_t, void *)) { return curl_easy_setopt(h, o, f); }
+static inline CURLcode cferry_curl_setopt_opensocket(CURL *h, curl_socket_t (*f)(void *, curlsocktype, struct curl_sockaddr *)) { return curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, f); }
+static inline CURLcode cferry_curl_setopt_closesocket(CURL *h, int (*f)(void *, curl_socket_t)) { return curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, f); }
 static inline CURLcode cferry_curl_setopt_xferinfo(CURL *h, CURLoption o, int (*f)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t)) { return curl_easy_setopt(h, o, f); }
 static inline CURLcode cferry_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode cferry_curl_getinfo_off(CURL *h, CURLINFO i, curl_off_t *v) { return curl_easy_getinfo(h, i, v); }
@@ -101,6 +104,17 @@ static inline int cferry_posix_memalign(void **out, size_t alignment, size_t siz
 static inline int cferry_fallocate(int fd, int mode, off_t offset, off_t len) {
     return (int)syscall(SYS_fallocate, fd, mode, offset, len);
 }
+// splice(2): moves up to len bytes between a pipe and another descriptor inside the kernel;
+// off_out (may be NULL) is the file offset to write at, advanced by the call.
+static inline long cferry_splice(int fd_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags) {
+    return syscall(SYS_splice, fd_in, (int64_t *)0, fd_out, off_out, len, flags);
+}
+static inline int cferry_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
+#define CFERRY_SPLICE_F_MOVE 1
+#define CFERRY_SPLICE_F_NONBLOCK 2
+#define CFERRY_SPLICE_F_MORE 4
+#define CFERRY_F_SETPIPE_SZ 1031
+#define CFERRY_F_GETPIPE_SZ 1032
 
 
 // MARK: file descriptor passing (CMSG_* are macros)
