@@ -124,7 +124,8 @@ final class StreamingBlobFile {
                              landed: { offset in
                                  let new = offset - reached
                                  reached = offset
-                                 // Hashed in stretches of a few megabytes: one queue hand-off each.
+                                 // Hashed in stretches of 2 MiB: one queue hand-off each, and at most 16 MiB
+                                 // left to hash when the last byte lands.
                                  if reached - hashed >= Self.hashStretch || reached == end { hashLanded() }
                                  landed(new)
                              })
@@ -147,7 +148,7 @@ final class StreamingBlobFile {
     }
 
     /// Bytes hashed from the mapping per hash-queue job.
-    private static let hashStretch: UInt64 = 4 << 20
+    private static let hashStretch: UInt64 = 2 << 20
     /// Stretches landed but not yet hashed before splicing waits.
     private static let stretchesAhead = 8
 
