@@ -148,6 +148,7 @@ public final class FileMapping: @unchecked Sendable {
     private let base: UnsafeRawPointer
     /// Bytes mapped.
     public let length: Int
+    private static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
 
     /// Maps the first `length` (> 0) bytes of the file at `path`. The corresponding C function is `mmap`.
     public init(path: String, length: Int) throws {
@@ -164,9 +165,14 @@ public final class FileMapping: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
 
-    /// Feeds the mapped bytes `range` into `hasher`.
+    /// Feeds the mapped bytes `range` into `hasher`. The range's pages are mapped in one call
+    /// first (`madvise(MADV_POPULATE_READ)`, ignored where unsupported) instead of by a page
+    /// fault every 16 pages while hashing (measured: 87-88 % → 89-90 % of curl's time in the
+    /// registry bench's transfer).
     public func hash(_ range: Range<Int>, into hasher: SHA256) {
         precondition(range.lowerBound >= 0 && range.upperBound <= length, "range outside the mapping")
+        let firstPage = range.lowerBound & ~(Self.pageSize - 1)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + firstPage), range.upperBound - firstPage, CFERRY_MADV_POPULATE_READ)
         hasher.update(raw: UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
     }
 }

@@ -115,6 +115,8 @@ static inline int cferry_pipe2(int fds[2], int flags) { return (int)syscall(SYS_
 #define CFERRY_SPLICE_F_MORE 4
 #define CFERRY_F_SETPIPE_SZ 1031
 #define CFERRY_F_GETPIPE_SZ 1032
+// madvise(MADV_POPULATE_READ), Linux 5.14+: map a range's pages in one call (older kernels: EINVAL).
+#define CFERRY_MADV_POPULATE_READ 22
 
 
 // MARK: file descriptor passing (CMSG_* are macros)
