@@ -5,14 +5,18 @@ import Synchronization
 
 /// Writes a downloading blob to its file and hashes it, each on a serial queue of its own, so
 /// the thread receiving from the network only hands pieces over and the three run on separate
-/// cores (at most `slots` pieces wait for each queue).
+/// cores (at most `slots` pieces wait for each queue). A long plain-HTTP body can instead be
+/// spliced into the file by the kernel and hashed from the page cache (`receive(from:…)`).
 ///
-/// Used by one transfer at a time from curl's callback thread; `digest()` waits for the queue.
+/// Used by one transfer at a time from curl's callback thread; `digest()` waits for the queues.
 final class StreamingBlobFile {
     /// The file and the hash state, each touched only on its own queue once created.
     private final class Output: @unchecked Sendable {
-        // Safe because: after init, file and closed are used only on `writeQueue` and hasher only
-        // on `hashQueue` (both serial, or inside their `sync`); the failure is behind its own lock.
+        // Safe because: after init, file and closed are used only on `writeQueue` (or inside its
+        // `sync`), except that `receive(from:…)` splices into the file's descriptor on the
+        // producer's thread after a `sync` has emptied the write queue, and nothing is queued
+        // until it returns (the producer is that thread); hasher is used only on `hashQueue`; the
+        // failure is behind its own lock.
         let file: FileDescriptor
         var closed = false
         var hasher = SHA256()
