@@ -63,7 +63,8 @@ public final class SocketSplicer {
                      waitMilliseconds: Int32 = 100, idle: (Int) throws -> Void, landed: (UInt64) -> Void) throws {
         // The socket blocks for up to `waitMilliseconds` while this runs: a blocking splice keeps
         // gathering while data flows (up to the pipe's room), where a non-blocking one returns
-        // each time the receive queue is empty (measured: 2,200 calls for 200 MB instead of 400).
+        // each time the receive queue is empty (measured on a 202 MB blob: ~1,270 calls blocking,
+        // 2,200 calls and 600 polls non-blocking).
         let flags = cferry_fcntl_int(socket, F_GETFL, 0)
         var previousTimeout = timeval()
         var timeoutLength = socklen_t(MemoryLayout<timeval>.size)

@@ -424,10 +424,16 @@ extension TransferState {
         if !staged.isEmpty && staged.count + bytes.count > deliveryBytes {
             guard deliverStaged() else { return false }
         }
-        // A buffer the caller's consumers gave back, or else (a known length, or a full first
-        // piece of a long body) room for exactly one delivery: every buffer then asks malloc for
-        // the same size, so a freed one is reused for the next (glibc serves a repeated size from
-        // its heap after the first free) instead of mapping and faulting in fresh pages.
+        stage(bytes)
+        return staged.count < deliveryBytes || deliverStaged()
+    }
+
+    /// Adds body bytes to `staged`. An empty `staged` is first given a buffer the caller's
+    /// consumers gave back, or else (a known length, or a full first piece of a long body) room
+    /// for exactly one delivery: every buffer then asks malloc for the same size, so a freed one
+    /// is reused for the next (glibc serves a repeated size from its heap after the first free)
+    /// instead of mapping and faulting in fresh pages.
+    private func stage(_ bytes: UnsafeRawBufferPointer) {
         if staged.isEmpty {
             if let pieceBuffers {
                 staged = pieceBuffers.take()
@@ -436,7 +442,6 @@ extension TransferState {
             }
         }
         staged.append(contentsOf: bytes)
-        return staged.count < deliveryBytes || deliverStaged()
     }
 
     /// The body bytes still to come after a first piece of `count`, when this answer's body can
@@ -452,8 +457,7 @@ extension TransferState {
     /// Delivers the first piece, then lets the caller read the rest from the socket. Returns
     /// what curl's write callback should: false ends the transfer (taken over, or failed).
     func takeOver(first bytes: UnsafeRawBufferPointer, remaining: UInt64) -> Bool {
-        if let pieceBuffers { staged = pieceBuffers.take() }
-        staged.append(contentsOf: bytes)
+        stage(bytes)
         guard deliverStaged() else { return false }
         guard let takeover, let socket = connectionSocket() else { return true }
         do {

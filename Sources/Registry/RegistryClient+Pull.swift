@@ -205,6 +205,11 @@ extension RegistryClient {
         var started = false
         var tookOver = false
         defer { spliced = spliced || tookOver }
+        func landed(_ bytes: UInt64) {
+            written += bytes
+            progress?(written)
+            report(.pull, ref, digest, .progressed(bytes: written))
+        }
         let blobURL = url(host: host, ref.repository, "blobs/\(digest)")
         var call = Call(target: target, host: host, scopes: [Authenticator.scope(repository: ref.repository, push: false)],
                         method: "GET", url: blobURL, policy: policy)
@@ -223,9 +228,7 @@ extension RegistryClient {
                     if idle >= stallLimit { throw CurlFailure.stalled(seconds: Int(stallLimit.components.seconds)) }
                 }, landed: { bytes in
                     tookOver = true
-                    written += bytes
-                    progress?(written)
-                    self.report(.pull, ref, digest, .progressed(bytes: written))
+                    landed(bytes)
                 })
                 return taken
             }
@@ -246,12 +249,10 @@ extension RegistryClient {
                     }
                 }
                 try file.append(chunk)
-                written += UInt64(chunk.count)
-                if let expectedSize, written > UInt64(max(0, expectedSize)) {
-                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written))
+                if let expectedSize, written + UInt64(chunk.count) > UInt64(max(0, expectedSize)) {
+                    throw RegistryError.sizeMismatch(target, expected: expectedSize, actual: Int64(written) + Int64(chunk.count))
                 }
-                progress?(written)
-                self.report(.pull, ref, digest, .progressed(bytes: written))
+                landed(UInt64(chunk.count))
                 return true
             })
         }

@@ -112,7 +112,6 @@ static inline long cferry_splice(int fd_in, int fd_out, int64_t *off_out, size_t
 static inline int cferry_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
 #define CFERRY_SPLICE_F_MOVE 1
 #define CFERRY_SPLICE_F_NONBLOCK 2
-#define CFERRY_SPLICE_F_MORE 4
 #define CFERRY_F_SETPIPE_SZ 1031
 #define CFERRY_F_GETPIPE_SZ 1032
 // madvise(MADV_POPULATE_READ), Linux 5.14+: map a range's pages in one call (older kernels: EINVAL).
