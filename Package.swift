@@ -41,7 +41,11 @@ let package = Package(
         .target(name: "KernelBackends", dependencies: ["Daemon", "Blob", "FerrySystem",
                                                        .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
-        .target(name: "FerryCLI", dependencies: ["Converter", "Daemon", "KernelBackends", "EROFS", "OCI", "Blob", "Registry",
+        // ferryd's composition: configuration → backend, sources, image resolution → services.
+        .target(name: "FerryService", dependencies: ["Daemon", "KernelBackends", "Registry", "OCI", "Blob", "FerrySystem",
+                                                     .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
+        .target(name: "FerryCLI", dependencies: ["Converter", "Daemon", "FerryService", "KernelBackends", "EROFS", "OCI", "Blob", "Registry",
                                                  .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                                  .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
@@ -56,7 +60,7 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem"], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], exclude: ["Fixtures"],
                     swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem", "Daemon", "KernelBackends"],
+        .testTarget(name: "IntegrationTests", dependencies: ["Converter", "EROFS", "OCI", "Blob", "Registry", "FerrySystem", "Daemon", "KernelBackends", "FerryService"],
                     exclude: ["Fixtures"], swiftSettings: strict),
     ]
 )

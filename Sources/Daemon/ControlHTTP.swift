@@ -59,7 +59,9 @@ public enum ControlHTTP {
         if let q = target.firstIndex(of: "?") {
             path = String(target[..<q])
             for pair in target[target.index(after: q)...].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+                // "=" alone, "=v" and "k=" are pairs too: keep empty sides instead of dropping them.
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    .map { String($0).removingPercentEncoding ?? String($0) }
                 query[kv[0]] = kv.count > 1 ? kv[1] : ""
             }
         }

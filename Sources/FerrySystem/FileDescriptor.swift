@@ -1,4 +1,5 @@
 internal import CFerry
+import Synchronization
 
 /// An owned file descriptor with the handful of calls Ferry's data paths need.
 ///
@@ -26,6 +27,8 @@ public struct FileDescriptor: Sendable {
         case createExclusive
         /// Create if missing, read and write, keep existing contents.
         case createReadWrite
+        /// A directory, read only (`O_DIRECTORY`), to fsync it.
+        case directory
     }
 
     /// Opens `path`. The corresponding C function is `open`.
@@ -37,6 +40,7 @@ public struct FileDescriptor: Sendable {
         case .createTruncate: flags |= O_WRONLY | O_CREAT | O_TRUNC
         case .createExclusive: flags |= O_RDWR | O_CREAT | O_EXCL
         case .createReadWrite: flags |= O_RDWR | O_CREAT
+        case .directory: flags |= O_RDONLY | O_DIRECTORY
         }
         let fd = try retrying("open \(path)") { cferry_open(path, flags, mode_t(permissions)) }
         return FileDescriptor(rawValue: fd, name: path)
@@ -171,10 +175,14 @@ func retrying<T: BinaryInteger>(_ what: @autoclosure () -> String, _ body: () ->
     }
 }
 
-/// Replaces the file at `path` with `bytes` atomically: write a temporary sibling, fsync, rename.
-/// A crash leaves either the old file or the new one, never a torn one.
+/// Numbers temporary siblings, so concurrent writers of one path in one process never share one.
+private let temporarySiblings = Atomic<Int>(0)
+
+/// Replaces the file at `path` with `bytes` atomically: write a temporary sibling, fsync, rename,
+/// fsync the directory. A crash leaves either the old file or the new one, never a torn one.
+/// Concurrent callers each write their own sibling; the last rename wins.
 public func writeFileAtomically(_ bytes: [UInt8], to path: String, permissions: UInt32 = 0o644) throws {
-    let temp = path + ".tmp-\(getpid())"
+    let temp = path + ".tmp-\(getpid())-\(temporarySiblings.add(1, ordering: .relaxed).newValue)"
     let fd = try FileDescriptor.open(temp, .createTruncate, permissions: permissions)
     do {
         try fd.write(bytes)
@@ -190,4 +198,14 @@ public func writeFileAtomically(_ bytes: [UInt8], to path: String, permissions: 
         unlink(temp)
         throw SystemError.syscall("rename \(temp) to \(path)", errno: code)
     }
+    try syncDirectory(containing: path)
+}
+
+/// fsyncs the directory that holds `path`, so a rename into it survives a crash.
+public func syncDirectory(containing path: String) throws {
+    let slash = path.lastIndex(of: "/")
+    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    let fd = try FileDescriptor.open(directory, .directory)
+    defer { try? fd.close() }
+    try fd.sync()
 }

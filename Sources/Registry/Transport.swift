@@ -1,4 +1,5 @@
 import Foundation
+import FerrySystem
 import Synchronization
 
 /// A cancellation signal that a blocking transfer polls (from curl's progress callback).
@@ -77,18 +78,14 @@ func retryAfterSeconds(_ headers: HTTPHeaders) -> Int? {
     return Int(value) ?? 1
 }
 
-/// Runs blocking work on a thread outside Swift's cooperative pool; task cancellation sets the
-/// flag the work polls (curl's progress callback aborts the transfer).
-private let blockingQueue = DispatchQueue(label: "ferry.registry.blocking", attributes: .concurrent)
-
+/// Runs blocking work on a thread of `BlockingThreadPool` (outside Swift's cooperative pool and
+/// libdispatch's root queues, so a transfer a slow server holds up never takes a thread async
+/// tasks need); task cancellation sets the flag the work polls (curl's progress callback aborts
+/// the transfer).
 func offload<T: Sendable>(_ body: @escaping @Sendable (CancellationFlag) throws -> T) async throws -> T {
     let flag = CancellationFlag()
     return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            blockingQueue.async {
-                continuation.resume(with: Result { try body(flag) })
-            }
-        }
+        try await BlockingThreadPool.shared.run { try body(flag) }
     } onCancel: {
         flag.cancel()
     }

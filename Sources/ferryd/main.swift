@@ -1,2 +1,2 @@
 import FerryCLI
-runFerryDaemon()
+await runFerryDaemon()

@@ -50,4 +50,19 @@ import Testing
         #expect(status == 0)
         #expect(output == "nope 404")
     }
+
+    /// Query strings of any shape parse: `?=`, `?&&`, `?a=` and `?=b` once crashed the parser
+    /// (an index out of range on an empty pair), which killed ferryd from one request.
+    @Test(arguments: ["/x?=", "/x?&&=&", "/x?a=", "/x?=b", "/x?a=1&=&b", "/x?%zz=%"])
+    func oddQueryStringsParse(target: String) throws {
+        let path = NSTemporaryDirectory() + "ferry-query-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let listener = try UnixSocket.listen(at: path)
+        defer { try? listener.close(); unlink(path) }
+        let client = try UnixSocket.connect(to: path)
+        let server = try UnixSocket.accept(listener)
+        defer { try? client.close(); try? server.close() }
+        try client.write(Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let request = try ControlHTTP.readRequest(from: server)
+        #expect(request.path == "/x")
+    }
 }

@@ -1,0 +1,46 @@
+import FerrySystem
+public import Logging
+
+/// Mounts and unmounts; injected so tests and backends agree on how (mount(2) by default).
+public protocol Mounter: Sendable {
+    /// Mounts `plan` at `target`; `readaheadKiB` overrides the mounter's kernel readahead for
+    /// this mount (nil: its default).
+    func mount(_ plan: MountPlan, at target: String, readaheadKiB: Int?) throws
+    func unmount(_ target: String) throws
+}
+
+/// mount(2) / umount2(2) for both kinds of plan, then the mount's kernel readahead.
+public struct KernelMounter: Mounter {
+    /// `read_ahead_kb` for each new mount's bdi (nil: the kernel's default, 128).
+    public var readaheadKiB: Int?
+    private let logger: Logger?
+
+    public init(readaheadKiB: Int? = nil, logger: Logger? = nil) {
+        self.readaheadKiB = readaheadKiB
+        self.logger = logger
+    }
+
+    /// Callers serialize mounts (FerryDaemon's mount queue): the new mount's bdi is the one
+    /// `erofs-N` entry that appears across the mount(2) call.
+    public func mount(_ plan: MountPlan, at target: String, readaheadKiB override: Int? = nil) throws {
+        let readaheadKiB = override ?? self.readaheadKiB
+        let before = readaheadKiB == nil ? [] : Mount.ReadaheadControl.erofsBDINames()
+        switch plan {
+        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target)
+        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: target)
+        }
+        guard let readaheadKiB else { return }
+        let added = Mount.ReadaheadControl.erofsBDINames().subtracting(before)
+        guard added.count == 1, let bdi = added.first else {
+            // Another EROFS mount made at the same moment outside ferryd: which bdi is ours is unknown.
+            logger?.warning("kernel readahead left at the default", metadata: ["at": "\(target)", "new EROFS bdis": "\(added.sorted())"])
+            return
+        }
+        do {
+            try Mount.ReadaheadControl.setReadahead(kib: readaheadKiB, bdi: bdi)
+        } catch {
+            logger?.warning("cannot set kernel readahead", metadata: ["at": "\(target)", "bdi": "\(bdi)", "error": "\(error)"])
+        }
+    }
+    public func unmount(_ target: String) throws { try Mount.unmount(target) }
+}

@@ -1,0 +1,296 @@
+import Foundation
+import Testing
+
+/// Many `ferry mount` requests at the same moment against one ferryd (fanotify backend, a real
+/// registry on 127.0.0.1), while a mount made before is being read. On a two-core machine the
+/// old mount path blocked Swift's cooperative threads (a semaphore wait for a download, a lock
+/// around the whole mount) and two simultaneous mounts hung ferryd for good; every `ferry mount`
+/// here runs under `timeout`, so a hang is a failure, not a stuck test run.
+@Suite(.serialized) struct ConcurrentMountTests {
+    static let tools = ["umoci", "tar", "docker-registry", "curl", "python3", "timeout"]
+
+    /// Sixteen mounts (eight images, two mountpoints each) at once: all succeed, every byte read
+    /// from them and from the earlier mount is right, `GET /health` answers within a second
+    /// throughout, and each image's bootstrap is downloaded once although two mounts asked.
+    @Test func sixteenSimultaneousMountsOfEightImagesAllSucceed() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let storm = try MountStorm(name: "conc-mounts", bootstrapDelay: 0)
+        let outcome = try storm.run()
+        print("concurrent mounts (no delay): 16 mounts in \(String(format: "%.2f", outcome.seconds)) s; "
+              + "reader's longest stall \(outcome.longestReadMs) ms over \(outcome.reads) reads; "
+              + "slowest GET /health \(outcome.slowestHealthMs) ms over \(outcome.healthChecks) checks")
+        outcome.expectAllGood(storm)
+    }
+
+    /// The same with every whole-blob download (the bootstraps) answered 2 s late by a proxy in
+    /// front of the registry: the reader of the earlier mount, whose fills are ranged reads that
+    /// the proxy passes at once, is not held up by the slow mounts.
+    @Test func slowBootstrapDownloadsDoNotHoldUpReadsOfOtherMounts() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let storm = try MountStorm(name: "conc-slow", bootstrapDelay: 2)
+        let outcome = try storm.run()
+        print("concurrent mounts (bootstraps 2 s late): 16 mounts in \(String(format: "%.2f", outcome.seconds)) s; "
+              + "reader's longest stall \(outcome.longestReadMs) ms over \(outcome.reads) reads; "
+              + "slowest GET /health \(outcome.slowestHealthMs) ms over \(outcome.healthChecks) checks")
+        outcome.expectAllGood(storm)
+        #expect(outcome.seconds >= 2, "the proxy did hold the bootstraps back (\(outcome.seconds) s)")
+        // The delayed downloads overlapped: sixteen one-after-the-other would take 16 s or more.
+        #expect(outcome.seconds < 12, "mounts waited for each other's downloads: \(outcome.seconds) s")
+    }
+}
+
+/// One run of the scenario: images made and pushed, ferryd started, a reader mount made, then
+/// sixteen mounts fired at once while a reader and a health checker run.
+final class MountStorm {
+    let workspace: Workspace
+    let registry: LocalRegistry
+    let front: DelayingProxy?
+    let daemon: DaemonProcess
+    /// Host the images are pulled from (the proxy when there is one).
+    let pullHost: String
+    /// Per image: its files (relative path → bytes).
+    var imageFiles: [[String: Data]] = []
+    let readerFiles: [String: Data]
+    let readerMount: String
+
+    static let imageCount = 8
+
+    init(name: String, bootstrapDelay: Double) throws {
+        workspace = try Workspace(name)
+        registry = try LocalRegistry(workspace: workspace)
+        if bootstrapDelay > 0 {
+            let proxy = try DelayingProxy(upstream: registry.host, delay: bootstrapDelay, log: workspace.sub("held.log"))
+            front = proxy
+            pullHost = proxy.host
+        } else {
+            front = nil
+            pullHost = registry.host
+        }
+        // Distinct, incompressible contents per image, so no chunk is shared between images.
+        for i in 0..<Self.imageCount {
+            var files: [String: Data] = [:]
+            for j in 0..<6 { files["data/file-\(j)"] = Self.noise(seed: UInt64(i * 1000 + j), count: 96 * 1024 + j * 517) }
+            files["etc/image-name"] = Data("image \(i)\n".utf8)
+            try Self.publish(files, name: "img\(i)", workspace: workspace, registry: registry.host)
+            imageFiles.append(files)
+        }
+        // The reader's image: many files of one chunk each, so each first read is a fill.
+        var reader: [String: Data] = [:]
+        for j in 0..<160 { reader["r/\(j)"] = Self.noise(seed: UInt64(900_000 + j), count: 40 * 1024 + j) }
+        readerFiles = reader
+        try Self.publish(reader, name: "reader", workspace: workspace, registry: registry.host)
+        daemon = try DaemonProcess(workspace: workspace, extraArguments: ["--plain-http", registry.host]
+                                   + (front.map { ["--plain-http", $0.host] } ?? []))
+        readerMount = workspace.sub("reader-mnt")
+        try FileManager.default.createDirectory(atPath: readerMount, withIntermediateDirectories: true)
+        try daemon.ferry(["mount", "docker://\(pullHost)/reader:ferry", readerMount])
+    }
+
+    /// Deterministic incompressible bytes.
+    static func noise(seed: UInt64, count: Int) -> Data {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        var out = Data(count: count)
+        for k in 0..<count {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            out[k] = UInt8(truncatingIfNeeded: state >> 24)
+        }
+        return out
+    }
+
+    /// Writes `files` as one layer of an OCI image (umoci), converts it with 32 KiB chunks and
+    /// pushes it as `<registry>/<name>:ferry`.
+    static func publish(_ files: [String: Data], name: String, workspace: Workspace, registry: String) throws {
+        let tree = workspace.sub("\(name)-tree")
+        for (path, data) in files {
+            let full = tree + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try data.write(to: URL(fileURLWithPath: full))
+        }
+        let tar = workspace.sub("\(name).tar")
+        try Shell.check(["tar", "-cf", tar, "-C", tree, "--owner=0", "--group=0", "."])
+        let source = workspace.sub("\(name)-oci")
+        try Shell.check(["umoci", "init", "--layout", source])
+        try Shell.check(["umoci", "new", "--image", "\(source):t"])
+        try Shell.check(["umoci", "raw", "add-layer", "--no-history", "--image", "\(source):t", tar])
+        let converted = workspace.sub("\(name)-ferry")
+        try Shell.check([Build.ferry, "convert", "oci:\(source):t", "oci:\(converted):t", "--chunk-size", "32KiB"])
+        try Shell.check([Build.ferry, "push", "oci:\(converted):t", "docker://\(registry)/\(name):ferry", "--plain-http", registry])
+    }
+
+    struct Outcome {
+        var seconds: Double
+        var mountFailures: [String]
+        var wrongBytes: [String]
+        var reads: Int
+        var longestReadMs: Int
+        var healthChecks: Int
+        var slowestHealthMs: Int
+        var healthFailures: Int
+        /// Whole-blob downloads the proxy held, by path (nil without a proxy).
+        var heldDownloads: [String: Int]?
+
+        func expectAllGood(_ storm: MountStorm) {
+            #expect(mountFailures.isEmpty, "mounts failed:\n\(mountFailures.joined(separator: "\n"))\n\(storm.daemon.log.suffix(4000))")
+            #expect(wrongBytes.isEmpty, "wrong bytes: \(wrongBytes)")
+            #expect(reads > 0, "the reader read something while the mounts ran")
+            #expect(healthChecks > 0 && healthFailures == 0, "GET /health failed \(healthFailures) of \(healthChecks) times")
+            #expect(slowestHealthMs < 1000, "GET /health took \(slowestHealthMs) ms at worst")
+            #expect(longestReadMs < 1000, "the reader of the earlier mount stalled \(longestReadMs) ms")
+            if let held = heldDownloads {
+                // Eight images' bootstraps and configs pass through whole-blob GETs; two mounts of
+                // one image share one download, so no path is fetched twice.
+                #expect(!held.isEmpty && held.values.allSatisfy { $0 == 1 }, "whole-blob downloads: \(held)")
+            }
+        }
+    }
+
+    func run() throws -> Outcome {
+        let stop = AtomicFlag()
+        let readerStats = LockedStats(), healthStats = LockedStats()
+        let wrong = LockedStrings()
+        let readerFiles = self.readerFiles, readerMount = self.readerMount
+        // The reader: each file of the earlier mount once (a fill each), then again from the page cache.
+        let reader = Thread {
+            let names = readerFiles.keys.sorted()
+            var index = 0
+            while !stop.isSet {
+                let name = names[index % names.count]
+                let started = Date()
+                let data = FileManager.default.contents(atPath: readerMount + "/" + name)
+                readerStats.add(Date().timeIntervalSince(started))
+                if data != readerFiles[name] { wrong.append("reader \(name)") }
+                index += 1
+                usleep(10_000)
+            }
+        }
+        let socket = daemon.socket
+        let health = Thread {
+            while !stop.isSet {
+                let started = Date()
+                let r = try? Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
+                healthStats.add(Date().timeIntervalSince(started), failed: r?.status != 0)
+                usleep(50_000)
+            }
+        }
+        reader.start()
+        health.start()
+        usleep(200_000)
+
+        // Sixteen mounts, fired together.
+        let failures = LockedStrings()
+        var mountpoints: [(image: Int, path: String)] = []
+        for i in 0..<Self.imageCount {
+            for copy in 0..<2 {
+                let path = workspace.sub("m\(i)-\(copy)")
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+                mountpoints.append((i, path))
+            }
+        }
+        let group = DispatchGroup()
+        let started = Date()
+        for (image, path) in mountpoints {
+            group.enter()
+            let reference = "docker://\(pullHost)/img\(image):ferry"
+            Thread {
+                defer { group.leave() }
+                let r = try? Shell.run(["timeout", "90", Build.ferry, "mount", reference, path, "--socket", socket])
+                if r?.status != 0 { failures.append("\(path): status \(r?.status ?? -1) \(r?.stderr ?? "")") }
+            }.start()
+        }
+        group.wait()
+        let seconds = Date().timeIntervalSince(started)
+        usleep(300_000)
+        stop.set()
+        // A ferryd that stopped serving leaves the reader blocked in read(2) for good: give the
+        // checkers 30 s, then call it a failure and end ferryd and its group holder, which
+        // releases the reader (EIO) so the test ends.
+        var stuck: [String] = []
+        let deadline = Date().addingTimeInterval(30)
+        while (reader.isExecuting || health.isExecuting) && Date() < deadline { usleep(10_000) }
+        if reader.isExecuting || health.isExecuting {
+            stuck.append("reader or health checker still blocked 30 s after the mounts ended: ferryd stopped serving")
+            daemon.kill()
+            _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(daemon.stateDirectory)/"])
+            while reader.isExecuting || health.isExecuting { usleep(10_000) }
+            return Outcome(seconds: seconds, mountFailures: failures.values + stuck, wrongBytes: wrong.values,
+                           reads: readerStats.count, longestReadMs: Int(readerStats.longest * 1000),
+                           healthChecks: healthStats.count, slowestHealthMs: Int(healthStats.longest * 1000),
+                           healthFailures: healthStats.failures, heldDownloads: nil)
+        }
+
+        // Every file of every new mount, every byte.
+        for (image, path) in mountpoints where !failures.values.contains(where: { $0.hasPrefix(path + ":") }) {
+            for (name, want) in imageFiles[image] where FileManager.default.contents(atPath: path + "/" + name) != want {
+                wrong.append("\(path)/\(name)")
+            }
+        }
+        for (_, path) in mountpoints { _ = try? daemon.ferry(["umount", path]) }
+        _ = try? daemon.ferry(["umount", readerMount])
+
+        let held = front.map { proxy -> [String: Int] in
+            let lines = ((try? String(contentsOfFile: proxy.log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            return Dictionary(lines.map { ($0, 1) }, uniquingKeysWith: +)
+        }
+        return Outcome(seconds: seconds, mountFailures: failures.values, wrongBytes: wrong.values,
+                       reads: readerStats.count, longestReadMs: Int(readerStats.longest * 1000),
+                       healthChecks: healthStats.count, slowestHealthMs: Int(healthStats.longest * 1000),
+                       healthFailures: healthStats.failures, heldDownloads: held)
+    }
+}
+
+/// Fixtures/delaying_proxy.py: a registry front that holds whole-blob downloads back.
+final class DelayingProxy {
+    let process = Process()
+    let port: Int
+    let log: String
+    var host: String { "127.0.0.1:\(port)" }
+
+    init(upstream: String, delay: Double, log: String) throws {
+        self.log = log
+        port = Int.random(in: 20000...40000)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [Build.fixture("delaying_proxy.py"), String(port), upstream, String(delay), log]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<600 {
+            if (try? Shell.run(["curl", "-sf", "http://\(host)/v2/"]))?.status == 0 { return }
+            usleep(50_000)
+        }
+        throw Shell.Failure(command: "delaying_proxy.py", status: -1, output: "did not answer on \(host)")
+    }
+
+    deinit { stopProcess(process) }
+}
+
+final class AtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+final class LockedStrings: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func append(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+    var values: [String] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+/// Durations seen by one looping checker: how many, the longest, how many failed.
+final class LockedStats: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var count = 0
+    private var maximum = 0.0
+    private var failed = 0
+    func add(_ seconds: Double, failed didFail: Bool = false) {
+        lock.lock()
+        count += 1
+        maximum = max(maximum, seconds)
+        if didFail { failed += 1 }
+        lock.unlock()
+    }
+    var longest: Double { lock.lock(); defer { lock.unlock() }; return maximum }
+    var failures: Int { lock.lock(); defer { lock.unlock() }; return failed }
+}
