@@ -148,11 +148,14 @@ public enum Converter {
                 try rename(device.path, to: path)
                 summary.blobCompressedBytes += device.info.compressedSize
             }
-            let descriptor = dictionaryDescriptors[device.info.digest] ?? Descriptor(
+            var descriptor = dictionaryDescriptors[device.info.digest] ?? Descriptor(
                 mediaType: MediaType.ferryBlob, digest: digest, size: Int64(device.info.compressedSize),
                 annotations: [FerryAnnotation.chunkSize: String(options.chunkSize),
                               FerryAnnotation.compressor: options.compression.description,
                               FerryAnnotation.uncompressedSize: String(device.info.uncompressedSize)])
+            // A blob reused from a chunk dictionary converted before 0.4 gets today's layer type.
+            descriptor.mediaType = MediaType.ferryBlob
+            descriptor.annotations = (descriptor.annotations ?? [:]).merging([FerryAnnotation.snapshotLayer: "blob"]) { $1 }
             blobs.append(ConvertedBlob(info: device.info, path: path, descriptor: descriptor, fromDictionary: device.fromDictionary))
         }
 
@@ -181,15 +184,18 @@ public enum Converter {
         let bootstrapDescriptor = Descriptor(
             mediaType: MediaType.ferryBootstrap, digest: bootstrapDigest, size: Int64(bootstrapSize),
             annotations: [FerryAnnotation.bootstrap: "true", FerryAnnotation.chunkSize: String(options.chunkSize),
-                          FerryAnnotation.compressor: options.compression.description])
+                          FerryAnnotation.compressor: options.compression.description,
+                          FerryAnnotation.snapshotLayer: "bootstrap"])
 
-        let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: Digest(sha256: SHA256.hash(image.configBytes)),
-                                          size: Int64(image.configBytes.count))
-        let manifest = Manifest(config: configDescriptor, layers: blobs.map(\.descriptor) + [bootstrapDescriptor],
+        let layers = blobs.map(\.descriptor) + [bootstrapDescriptor]
+        let config = try FerryConfig.rewrite(image.configBytes, layers: layers, what: "config of \(image.manifestDigest)")
+        let configDescriptor = Descriptor(mediaType: MediaType.ociConfig, digest: Digest(sha256: SHA256.hash(config)),
+                                          size: Int64(config.count))
+        let manifest = Manifest(config: configDescriptor, layers: layers,
                                 annotations: [FerryAnnotation.sourceManifest: image.manifestDigest.description])
         let manifestBytes = try CanonicalJSON.encode(manifest)
         return ConvertedImage(bootstrapPath: bootstrapPath, bootstrapDescriptor: bootstrapDescriptor, blobs: blobs,
-                              config: image.configBytes, configDescriptor: configDescriptor, manifest: manifest,
+                              config: config, configDescriptor: configDescriptor, manifest: manifest,
                               manifestBytes: manifestBytes, manifestDigest: Digest(sha256: SHA256.hash(manifestBytes)),
                               summary: summary)
     }

@@ -25,7 +25,7 @@ public struct FerryImage: Sendable {
         let source = try ImageSources.open(reference)
         let resolved = try source.resolve(platform: nil)
         guard let bootstrap = resolved.manifest.layers.last(where: {
-            $0.annotations?[FerryAnnotation.bootstrap] == "true" || $0.mediaType == MediaType.ferryBootstrap
+            MediaType.isFerryBootstrap($0)
         }) else { throw ConversionError.notAFerryImage(reference.description) }
         let blobDirectory = path + "/blobs/"
         func file(_ d: Digest) -> String { blobDirectory + d.algorithm + "/" + d.hex }

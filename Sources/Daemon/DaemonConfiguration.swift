@@ -63,6 +63,15 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var cacheLimit: UInt64?
     /// `host:port` where the Prometheus metrics are also served over TCP (nil: only on the control socket).
     public var metricsListen: String?
+    /// The Unix socket (mode 0600) where ferryd serves containerd's snapshots API, as the
+    /// `[proxy_plugins.ferry]` snapshotter; "" serves none. Default: `containerd-snapshotter.sock`
+    /// beside the control socket (`/run/ferry/containerd-snapshotter.sock` with the defaults).
+    public var containerdSnapshotterSocket: String?
+
+    /// The snapshotter socket in effect ("" when off).
+    public var snapshotterSocketPath: String {
+        containerdSnapshotterSocket ?? ((socketPath as NSString).deletingLastPathComponent + "/containerd-snapshotter.sock")
+    }
 
     public init() {}
 
@@ -76,6 +85,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         case peerTimeoutMs = "peer_timeout_ms", peerRateLimit = "peer_rate_limit"
         case proxy, proxyHeaders = "proxy_headers", proxyHealthURL = "proxy_health_url"
         case cacheLimit = "cache_limit", metricsListen = "metrics_listen"
+        case containerdSnapshotterSocket = "containerd_snapshotter_socket"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -113,6 +123,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             d.cacheLimit = bytes
         }
         d.metricsListen = try c.decodeIfPresent(String.self, forKey: .metricsListen)
+        d.containerdSnapshotterSocket = try c.decodeIfPresent(String.self, forKey: .containerdSnapshotterSocket)
         self = d
     }
 

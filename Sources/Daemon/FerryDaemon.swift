@@ -108,6 +108,12 @@ public final class FerryDaemon: Sendable {
         backend.stop()
     }
 
+    /// Whether a finished mount of ferryd's is at `target`.
+    public func hasMount(at target: String) -> Bool {
+        let canonicalTarget = (target as NSString).standardizingPath
+        return state.withLock { $0.mounts[canonicalTarget]?.phase == .mounted }
+    }
+
     /// One line for the service manager's `STATUS=`: what is served and how.
     public func statusLine() -> String {
         let (images, mounts) = state.withLock { ($0.images.count, $0.mounts.values.filter { $0.phase == .mounted }.count) }

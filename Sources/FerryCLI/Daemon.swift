@@ -23,6 +23,8 @@ struct FerryDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("plain-http"), help: "Registry host[:port] reached over plain HTTP (repeatable).") var plainHTTP: [String] = []
     @Option(help: "Bytes the chunk store and cache files of unmounted images may use (e.g. 20G, 512M).") var cacheLimit: String?
     @Option(help: "Also serve the Prometheus metrics over TCP at HOST:PORT (e.g. 127.0.0.1:9797).") var metricsListen: String?
+    @Option(help: "Serve containerd's snapshots API on this Unix socket (\"\" for none; default: containerd-snapshotter.sock beside --socket).")
+    var containerdSnapshotterSocket: String?
 
     init() {}
 
@@ -48,6 +50,7 @@ struct FerryDaemonCommand: AsyncParsableCommand {
             configuration.cacheLimit = bytes
         }
         if let metricsListen { configuration.metricsListen = metricsListen }
+        if let containerdSnapshotterSocket { configuration.containerdSnapshotterSocket = containerdSnapshotterSocket }
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

@@ -69,7 +69,7 @@ enum RemoteBootstrap {
         try FileManager.default.createDirectory(atPath: blobs, withIntermediateDirectories: true)
         let resolved = try waitFor { try await client.resolveManifest(ref) }
         guard let bootstrap = resolved.manifest.layers.last(where: {
-            $0.annotations?[FerryAnnotation.bootstrap] == "true" || $0.mediaType == MediaType.ferryBootstrap
+            MediaType.isFerryBootstrap($0)
         }) else {
             throw ValidationError("\(ref) is not a converted image: no layer is a Ferry bootstrap")
         }

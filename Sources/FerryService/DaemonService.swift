@@ -1,12 +1,19 @@
+import ContainerdSnapshotter
 public import Daemon
-import Dispatch
 import FerrySystem
 import Foundation
 public import Logging
+import ServiceLifecycle
+import UnixSignals
 
-/// ferryd from configuration to shutdown: assembles the daemon, starts it, reports to the
-/// service manager, and serves until SIGTERM or SIGINT. Mounts stay when it returns (the kernel
-/// keeps them); a restarted ferryd serves them again.
+/// ferryd from configuration to shutdown.
+///
+/// Start-up is sequential, because readiness has an order: the kernel backend is bound and the
+/// previous ferryd's mounts are re-attached, the control socket listens, the snapshotter socket
+/// and the metrics port are bound, the kernel descriptors go to the service manager's store,
+/// and only then READY=1. Serving is a `ServiceGroup` (swift-service-lifecycle): each listener and
+/// the watchdog is a service; SIGTERM or SIGINT shuts them down in reverse order, and the
+/// kernel backend stops last. Mounts stay (the kernel keeps them); the next ferryd serves them.
 public enum DaemonService {
     public static func run(configuration: DaemonConfiguration, logger: Logger) async throws {
         // A client that goes away before its reply must not take ferryd with it: writes to a
@@ -14,45 +21,68 @@ public enum DaemonService {
         signal(SIGPIPE, SIG_IGN)
         // Descriptors a service manager passed back (its store), and the link to it, if any.
         let inherited = SystemdListenDescriptors.take()
-        let service = SystemdService.fromEnvironment(logger: logger)
-        let stop = ShutdownSignal(watching: [SIGTERM, SIGINT])
+        let systemd = SystemdService.fromEnvironment(logger: logger)
         let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
-                                             holdGroupInProcess: !service.isActive)
+                                             holdGroupInProcess: !systemd.isActive)
         try await daemon.start()
+        var services: [any Service] = [KernelBackendService(daemon: daemon)]
+        if case let socket = configuration.snapshotterSocketPath, !socket.isEmpty {
+            let snapshotter = try Snapshotter(root: configuration.stateDirectory + "/snapshotter", lazy: DaemonLazyMounts(daemon: daemon),
+                                              logger: logger)
+            let server = try SnapshotterServer(socketPath: socket, snapshotter: snapshotter, logger: logger)
+            logger.info("containerd snapshotter listening", metadata: ["socket": "\(socket)"])
+            services.append(SnapshotterService(server: server))
+        }
         if let address = configuration.metricsListen { try MetricsListener.start(address, daemon: daemon, logger: logger) }
-        // The backend is bound and the control socket listens: hand the kernel descriptors to
-        // the store first (a crash right after READY keeps them), then READY=1.
-        service.storeDescriptors(of: daemon.backend)
-        service.ready(status: daemon.statusLine())
-        service.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
-        let signal = await stop.next()
-        logger.info("stopping on signal \(signal)")
-        service.stopping(status: "finishing requests in flight; mounts stay for the next ferryd")
+        // The backend is bound and the sockets listen: hand the kernel descriptors to the store
+        // first (a crash right after READY keeps them), then READY=1.
+        systemd.storeDescriptors(of: daemon.backend)
+        systemd.ready(status: daemon.statusLine())
+        systemd.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services.map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+            },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        systemd.stopping(status: "mounts stay for the next ferryd")
+        logger.info("ferryd stopped")
+    }
+}
+
+/// The kernel backend and the control API: serves until shutdown, then stops both (requests in
+/// flight are answered first). First in the group, so it stops last.
+struct KernelBackendService: Service {
+    let daemon: FerryDaemon
+
+    func run() async throws {
+        try? await gracefulShutdown()
         daemon.stop()
     }
 }
 
-/// The first of a set of signals, awaited: the signals are ignored by default handling from
-/// `init` on and delivered through dispatch sources instead.
-final class ShutdownSignal {
-    private let stream: AsyncStream<Int32>
-    private let sources: [any DispatchSourceSignal]
+/// containerd's snapshots API until shutdown.
+struct SnapshotterService: Service {
+    let server: SnapshotterServer
 
-    init(watching signals: [Int32]) {
-        let (stream, continuation) = AsyncStream<Int32>.makeStream()
-        self.stream = stream
-        sources = signals.map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "ferryd.signal"))
-            source.setEventHandler { continuation.yield(number) }
-            source.resume()
-            return source
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            server.stop()
         }
     }
+}
 
-    /// Waits for the next signal.
-    func next() async -> Int32 {
-        for await number in stream { return number }
-        return SIGTERM
+/// The snapshotter's lazy mounts are ferryd's own mounts.
+struct DaemonLazyMounts: LazyImageMounts {
+    let daemon: FerryDaemon
+
+    func mountImage(_ reference: String, at mountpoint: String) async throws {
+        _ = try await daemon.mount(image: reference, at: mountpoint)
     }
+
+    func unmountImage(at mountpoint: String) async throws { try await daemon.unmount(mountpoint) }
+
+    func hasMount(at mountpoint: String) -> Bool { daemon.hasMount(at: mountpoint) }
 }

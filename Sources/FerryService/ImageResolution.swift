@@ -100,7 +100,7 @@ public struct ImageResolution: Sendable {
     /// The manifest's bootstrap layer (the last one marked as such).
     static func bootstrapLayer(of manifest: Manifest, reference: String) throws -> Descriptor {
         guard let layer = manifest.layers.last(where: {
-            $0.annotations?[FerryAnnotation.bootstrap] == "true" || $0.mediaType == MediaType.ferryBootstrap
+            MediaType.isFerryBootstrap($0)
         }) else {
             throw DaemonError.configuration("\(reference) is not a Ferry image (no bootstrap layer); convert it with ferry convert")
         }

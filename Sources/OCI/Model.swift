@@ -72,10 +72,23 @@ public enum MediaType {
     public static let ociNondistributableLayerGzip = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
     public static let ociNondistributableLayerZstd = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 
-    /// Ferry's EROFS metadata image (the bootstrap), with the chunk tables appended.
-    public static let ferryBootstrap = "application/vnd.ferry.bootstrap.v1.erofs"
-    /// One Ferry data blob: compressed chunks, back to back.
-    public static let ferryBlob = "application/vnd.ferry.blob.v1.chunks"
+    /// Ferry's EROFS metadata image (the bootstrap), with the chunk tables appended. Under
+    /// `application/vnd.oci.image.layer.` so that containerd treats it as a layer (its
+    /// `images.IsLayerType` goes by that prefix) and hands it to a snapshotter instead of
+    /// downloading it as an unknown blob.
+    public static let ferryBootstrap = "application/vnd.oci.image.layer.ferry.bootstrap.v1"
+    /// One Ferry data blob: compressed chunks, back to back (a layer type for containerd, as above).
+    public static let ferryBlob = "application/vnd.oci.image.layer.ferry.blob.v1"
+    /// The bootstrap's media type in images converted before Ferry 0.4 (still read).
+    public static let legacyFerryBootstrap = "application/vnd.ferry.bootstrap.v1.erofs"
+    /// A blob's media type in images converted before Ferry 0.4 (still read).
+    public static let legacyFerryBlob = "application/vnd.ferry.blob.v1.chunks"
+
+    /// Whether a layer is a Ferry bootstrap, by media type (current or legacy) or annotation.
+    public static func isFerryBootstrap(_ layer: Descriptor) -> Bool {
+        layer.mediaType == ferryBootstrap || layer.mediaType == legacyFerryBootstrap
+            || layer.annotations?[FerryAnnotation.bootstrap] == "true"
+    }
     /// The artifact type of a converted image's manifest.
     public static let ferryArtifact = "application/vnd.ferry.image.v1"
 }
@@ -92,6 +105,10 @@ public enum FerryAnnotation {
     public static let uncompressedSize = "dev.ferry.uncompressed-size"
     /// On the manifest: the digest of the source manifest the image was converted from.
     public static let sourceManifest = "dev.ferry.source-manifest"
+    /// On every layer: "blob" or "bootstrap". containerd passes a layer's annotations under
+    /// `containerd.io/snapshot/` (and only those) to the snapshotter as labels of the snapshot
+    /// it prepares for the layer, so this tells Ferry's snapshotter which layers are Ferry's.
+    public static let snapshotLayer = "containerd.io/snapshot/ferry.layer"
 }
 
 /// A platform as used in image indexes and `--platform os/arch[/variant]`.

@@ -19,7 +19,7 @@ extension RegistryTests {
                 ], in: dir)
             #expect(convert.status == 0, "\(convert.stderr)")
             let converted = try await client.resolveManifest(try RegistryReference(parsing: "\(registry.host)/ferry/conv:v1"))
-            let bootstrap = try #require(converted.manifest.layers.last { $0.mediaType == MediaType.ferryBootstrap })
+            let bootstrap = try #require(converted.manifest.layers.last(where: MediaType.isFerryBootstrap))
             let dataBlobs = converted.manifest.layers.map(\.digest).filter { $0 != bootstrap.digest }
             #expect(!dataBlobs.isEmpty)
 

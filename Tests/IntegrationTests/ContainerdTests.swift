@@ -1,0 +1,109 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Testing
+
+/// ferryd as containerd's snapshotter (`[proxy_plugins.ferry]`), driven by a real containerd
+/// 1.6 with runc: ordinary OCI images through `ctr`, Ferry images through CRI the way kubelet
+/// pulls and runs them.
+@Suite(.serialized) struct ContainerdTests {
+    static let tools = ["containerd", "ctr", "runc", "containerd-shim-runc-v2", "umoci", "skopeo", "docker-registry", "curl", "tar"]
+
+    /// A plain OCI image (gzip layers, made by umoci) pulled with `ctr image pull --snapshotter
+    /// ferry` runs, and a read-only view of its rootfs equals `umoci unpack` in every byte and
+    /// attribute.
+    @Test func ordinaryOCIImageRunsAndItsViewEqualsUmociUnpack() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("ctr-oci")
+        let registry = try LocalRegistry(workspace: ws)
+        let image = try TestImages.busybox(ws, name: "bb", registry: registry.host, extraLayers: 2)
+        let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host])
+        let containerd = try ContainerdProcess(workspace: ws, snapshotterSocket: ws.sub("containerd-snapshotter.sock"),
+                                               registry: registry.host, sandboxImage: "\(registry.host)/pause:oci")
+        let ref = "\(registry.host)/bb:oci"
+        try containerd.ctr(["image", "pull", "--plain-http", "--snapshotter", "ferry", ref])
+        let out = try containerd.ctr(["run", "--rm", "--snapshotter", "ferry", ref, "oci-run", "/bin/cat", "/greeting"])
+        #expect(out == "hello from bb\n", "container printed \(out)\n\(daemon.log.suffix(2000))")
+
+        let view = ws.sub("view")
+        try FileManager.default.createDirectory(atPath: view, withIntermediateDirectories: true)
+        try containerd.ctr(["image", "mount", "--snapshotter", "ferry", ref, view])
+        defer { _ = try? containerd.ctr(["image", "unmount", "--rm", view]) }
+        let diff = try TreeDiff.differences(expected: image.unpacked, actual: view)
+        #expect(diff.isEmpty, "view differs from umoci unpack:\n\(diff.prefix(20).joined(separator: "\n"))")
+    }
+
+    /// CRI: PullImage of a Ferry image puts no layer into containerd's content store (the layers
+    /// are remote snapshots), a pod and a container run a program from the lazy mount and log
+    /// its output, and ferryd has fetched only part of the image. Then a container started with
+    /// `ctr run --snapshotter ferry` writes into its own upper directory, never into the image.
+    /// Removing the pod and the image lets containerd's GC remove every snapshot, the lazy mount
+    /// goes, and the snapshotter's database holds nothing.
+    @Test func criPullsAFerryImageLazilyRunsItAndCollectsIt() async throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("cri-ferry")
+        let registry = try LocalRegistry(workspace: ws)
+        _ = try TestImages.pause(ws, registry: registry.host)
+        let source = try TestImages.busybox(ws, name: "app", registry: registry.host, bigFileMiB: 8)
+        let ferryRef = "\(registry.host)/app:ferry"
+        try Shell.check([Build.ferry, "convert", "oci:\(source.layout):t", "oci:\(ws.sub("app-ferry")):t", "--chunk-size", "64KiB"])
+        try Shell.check([Build.ferry, "push", "oci:\(ws.sub("app-ferry")):t", "docker://\(ferryRef)", "--plain-http", registry.host])
+        let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host])
+        let containerd = try ContainerdProcess(workspace: ws, snapshotterSocket: ws.sub("containerd-snapshotter.sock"),
+                                               registry: registry.host, sandboxImage: "\(registry.host)/pause:oci")
+        let cri = CRIClient(socket: containerd.socket)
+
+        let imageRef = try await cri.pullImage(ferryRef)
+        #expect(!imageRef.isEmpty)
+        // Only the manifest and config are content; no layer blob was downloaded.
+        let content = try containerd.ctr(["content", "ls", "-q"]).split(separator: "\n").map(String.init)
+        let layers = try TestImages.layerDigests(layout: ws.sub("app-ferry"), tag: "t")
+        #expect(!layers.isEmpty && layers.allSatisfy { !content.contains($0) },
+                "layer blobs in containerd's content store: \(content)\n\(containerd.log.suffix(3000))")
+
+        let logs = ws.sub("pod-logs")
+        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        let pod = try await cri.runPodSandbox(name: "ferry-pod", logDirectory: logs)
+        let container = try await cri.createContainer(pod: pod, name: "app", image: ferryRef, command: ["/bin/cat", "/greeting"],
+                                                      logPath: "app.log", logDirectory: logs)
+        try await cri.startContainer(container)
+        let status = try await cri.waitForExit(container)
+        #expect(status.exitCode == 0, "container exit \(status.exitCode): \(status.reason) \(status.message)")
+        let log = (try? String(contentsOfFile: logs + "/app.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("hello from app"), "container log: \(log)\n\(daemon.log.suffix(3000))")
+        let image = try #require(try daemon.images().first)
+        let fetched = try #require(image["bytesFetched"] as? Int)
+        let blobBytes = try TestImages.blobBytes(layout: ws.sub("app-ferry"), tag: "t")
+        #expect(fetched > 0 && fetched < blobBytes / 2, "fetched \(fetched) of \(blobBytes) compressed bytes")
+
+        // ctr run on the CRI-pulled image: writes land in the container's upper directory.
+        let written = try containerd.ctr(["run", "--rm", "--snapshotter", "ferry", ferryRef, "writer",
+                                          "/bin/sh", "-c", "echo scribble > /greeting && cat /greeting"])
+        #expect(written == "scribble\n")
+        let lazyMounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+            .filter { $0.contains(daemon.stateDirectory + "/snapshotter/lazy/") }
+        #expect(lazyMounts.count == 1, "one lazy mount: \(lazyMounts)")
+        if let lazy = lazyMounts.first?.split(separator: " ").dropFirst().first {
+            let original = try String(contentsOfFile: String(lazy) + "/greeting", encoding: .utf8)
+            #expect(original == "hello from app\n", "the image is unchanged: \(original)")
+        }
+
+        // Garbage collection: pod and image gone → snapshots, lazy mount and records gone.
+        try await cri.stopPodSandbox(pod)
+        try await cri.removePodSandbox(pod)
+        try await cri.removeImage(ferryRef)
+        try await cri.removeImage("\(registry.host)/pause:oci")
+        var remaining: [String] = []
+        for _ in 0..<100 {
+            remaining = try containerd.ctr(["snapshots", "--snapshotter", "ferry", "ls"]).split(separator: "\n").dropFirst().map(String.init)
+            if remaining.isEmpty { break }
+            usleep(200_000)
+        }
+        #expect(remaining.isEmpty, "snapshots left after GC: \(remaining)")
+        let mountsAfter = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(!mountsAfter.contains(daemon.stateDirectory + "/snapshotter/"), "mounts left:\n\(mountsAfter)")
+        let rows = try Shell.check(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from snapshot').fetchone()[0])",
+                                    daemon.stateDirectory + "/snapshotter/metadata.db"])
+        #expect(rows.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "database rows left: \(rows)")
+    }
+}
