@@ -6,8 +6,9 @@ public import OCI
 
 /// Mounts and unmounts Ferry images lazily for the snapshotter (ferryd's own mount path).
 public protocol LazyImageMounts: Sendable {
-    /// Mounts the Ferry image `reference` at `mountpoint` (an empty directory).
-    func mountImage(_ reference: String, at mountpoint: String) async throws
+    /// Mounts the Ferry image `reference` at `mountpoint` (an empty directory); returns the hex
+    /// digest of the bootstrap layer it mounted.
+    func mountImage(_ reference: String, at mountpoint: String) async throws -> String?
     /// Unmounts a mount made by `mountImage`.
     func unmountImage(at mountpoint: String) async throws
     /// Whether ferryd has a mount at `mountpoint`.
@@ -180,11 +181,20 @@ public final class Snapshotter: Sendable {
         _ = try await lazyMounts.value(for: mountpoint) {
             if lazy.hasMount(at: mountpoint) { return true }
             try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            let mounted: String?
             do {
-                try await lazy.mountImage(reference, at: mountpoint)
+                mounted = try await lazy.mountImage(reference, at: mountpoint)
             } catch {
+                rmdir(mountpoint)
                 throw SnapshotError(kind: .failedPrecondition,
                                     message: "Ferry bootstrap layer sha256:\(layer) of \(reference): cannot mount it lazily: \(error)")
+            }
+            // The layer containerd asked for must be the bootstrap the manifest names.
+            if mounted != layer {
+                try? await lazy.unmountImage(at: mountpoint)
+                rmdir(mountpoint)
+                throw SnapshotError(kind: .failedPrecondition,
+                                    message: "Ferry bootstrap layer sha256:\(layer): \(reference) has bootstrap sha256:\(mounted ?? "?") instead")
             }
             return true
         }

@@ -138,6 +138,8 @@ public final class FerryDaemon: Sendable {
         public var backend: String
         public var mountpoint: String
         public var devices: Int
+        /// Hex digest of the image's bootstrap layer, when known.
+        public var bootstrap: String?
     }
 
     /// Registers (or reuses) the image, attaches it to the backend and mounts it at `target`
@@ -182,7 +184,8 @@ public final class FerryDaemon: Sendable {
         }
         await saveRegistrations()
         logger.info("mounted", metadata: ["image": "\(reference)", "id": "\(image.id.prefix(12))", "at": "\(canonicalTarget)"])
-        return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count)
+        return MountResult(id: image.id, backend: backend.name, mountpoint: canonicalTarget, devices: image.metadata.blobs.count,
+                           bootstrap: image.bootstrapDigest)
     }
 
     /// The registered image for `reference`: resolved once however many mounts ask at the same

@@ -53,10 +53,13 @@ public final class RegisteredImage: Sendable {
     /// Where the compressed blobs can be read, in order of preference.
     public let sources: [any ChunkSource]
     public let stats: FillStatistics
+    /// Hex digest of the bootstrap layer the image was registered from (nil when unknown).
+    public let bootstrapDigest: String?
 
     public init(id: String, reference: String, bootstrapPath: String, metadata: BootstrapMetadata,
-                sources: [any ChunkSource], stats: FillStatistics = FillStatistics()) {
+                sources: [any ChunkSource], stats: FillStatistics = FillStatistics(), bootstrapDigest: String? = nil) {
         self.id = id
+        self.bootstrapDigest = bootstrapDigest
         self.reference = reference
         self.bootstrapPath = bootstrapPath
         self.metadata = metadata

@@ -78,8 +78,8 @@ struct SnapshotterService: Service {
 struct DaemonLazyMounts: LazyImageMounts {
     let daemon: FerryDaemon
 
-    func mountImage(_ reference: String, at mountpoint: String) async throws {
-        _ = try await daemon.mount(image: reference, at: mountpoint)
+    func mountImage(_ reference: String, at mountpoint: String) async throws -> String? {
+        try await daemon.mount(image: reference, at: mountpoint).bootstrap
     }
 
     func unmountImage(at mountpoint: String) async throws { try await daemon.unmount(mountpoint) }

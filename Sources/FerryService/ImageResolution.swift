@@ -57,7 +57,8 @@ public struct ImageResolution: Sendable {
                 } else {
                     sources = [registry]
                 }
-                return RegisteredImage(id: resolved.digest.hex, reference: reference, bootstrapPath: erofs, metadata: metadata, sources: sources)
+                return RegisteredImage(id: resolved.digest.hex, reference: reference, bootstrapPath: erofs, metadata: metadata,
+                                       sources: sources, bootstrapDigest: bootstrap.digest.hex)
             }
         case let .ociLayout(path, tag):
             return try await DedicatedThread.run {
@@ -90,7 +91,7 @@ public struct ImageResolution: Sendable {
                 let (metadata, erofs) = try Self.prepare(bootstrapFile, manifest: resolved.manifest, reference: reference)
                 let files = FileChunkSource(name: "layout") { blob in "\(path)/blobs/sha256/\(blob.hexDigest)" }
                 return RegisteredImage(id: resolved.manifestDigest.hex, reference: reference, bootstrapPath: erofs,
-                                       metadata: metadata, sources: [files])
+                                       metadata: metadata, sources: [files], bootstrapDigest: bootstrap.digest.hex)
             }
         case .dockerArchive:
             throw DaemonError.configuration("\(reference): docker-archive images are not Ferry images; convert them first (ferry convert)")

@@ -1,6 +1,8 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import ContainerdAPI
+import SwiftProtobuf
 import Testing
 
 /// ferryd as containerd's snapshotter (`[proxy_plugins.ferry]`), driven by a real containerd
@@ -75,6 +77,8 @@ import Testing
         let fetched = try #require(image["bytesFetched"] as? Int)
         let blobBytes = try TestImages.blobBytes(layout: ws.sub("app-ferry"), tag: "t")
         #expect(fetched > 0 && fetched < blobBytes / 2, "fetched \(fetched) of \(blobBytes) compressed bytes")
+        print("CRI: pulled \(ferryRef) as \(imageRef); content store holds \(content.count) blobs; container log \(log.debugDescription); "
+              + "ferryd fetched \(fetched) of \(blobBytes) compressed bytes")
 
         // ctr run on the CRI-pulled image: writes land in the container's upper directory.
         let written = try containerd.ctr(["run", "--rm", "--snapshotter", "ferry", ferryRef, "writer",
@@ -105,5 +109,127 @@ import Testing
         let rows = try Shell.check(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from snapshot').fetchone()[0])",
                                     daemon.stateDirectory + "/snapshotter/metadata.db"])
         #expect(rows.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "database rows left: \(rows)")
+    }
+}
+
+/// ferryd's snapshots API answers bad requests with the statuses containerd maps back to its own
+/// errors, refuses a Ferry layer it cannot serve with a message naming the layer (nothing stays
+/// mounted or recorded), and keeps serving.
+@Suite(.serialized) struct SnapshotterErrorTests {
+    @Test func badRequestsGetStatusesContainerdUnderstands() async throws {
+        guard integrationPrerequisitesMet(tools: ["docker-registry", "curl", "umoci", "skopeo", "tar"]) else { return }
+        let ws = try Workspace("snap-errors")
+        let registry = try LocalRegistry(workspace: ws)
+        let source = try TestImages.busybox(ws, name: "bad", registry: registry.host)
+        let layout = ws.sub("bad-ferry")
+        try Shell.check([Build.ferry, "convert", "oci:\(source.layout):t", "oci:\(layout):t"])
+        try Shell.check([Build.ferry, "push", "oci:\(layout):t", "docker://\(registry.host)/bad:ferry", "--plain-http", registry.host])
+        let layers = try TestImages.layerDigests(layout: layout, tag: "t")
+        let bootstrap = try #require(layers.last)
+        let manifestDigest = try Shell.check(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                                              "docker://\(registry.host)/bad:ferry"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host])
+        let api = SnapshotsAPI(socket: ws.sub("containerd-snapshotter.sock"))
+
+        #expect(try await api.status { try await $0.prepare(key: "k1", parent: "no-such-parent") } == .notFound)
+        #expect(try await api.status { try await $0.prepare(key: "dup", parent: "") } == nil)
+        #expect(try await api.status { try await $0.prepare(key: "dup", parent: "") } == .alreadyExists)
+        #expect(try await api.status { try await $0.commit(name: "c", key: "missing") } == .notFound)
+        #expect(try await api.status { try await $0.view(key: "v", parent: "") } == nil)
+        #expect(try await api.status { try await $0.commit(name: "c", key: "v") } == .failedPrecondition)
+        #expect(try await api.status { try await $0.prepare(key: "child", parent: "dup") } == .failedPrecondition,
+                "an active snapshot is no parent")
+        #expect(try await api.status { try await $0.remove(key: "nothing") } == .notFound)
+
+        // A Ferry bootstrap layer whose digest is not the manifest's bootstrap: refused, nothing kept.
+        func ferryLabels(layer: String) -> [String: String] {
+            ["containerd.io/snapshot/ferry.layer": "bootstrap", "containerd.io/snapshot.ref": "sha256:" + String(repeating: "c", count: 64),
+             "containerd.io/snapshot/cri.image-ref": "\(registry.host)/bad:ferry",
+             "containerd.io/snapshot/cri.manifest-digest": manifestDigest, "containerd.io/snapshot/cri.layer-digest": layer]
+        }
+        let wrong = "sha256:" + String(repeating: "a", count: 64)
+        let wrongLabels = ferryLabels(layer: wrong)
+        let mismatch = try await api.error { try await $0.prepare(key: "extract-1", parent: "", labels: wrongLabels) }
+        #expect(mismatch?.code == .failedPrecondition && mismatch?.message.contains(wrong) == true, "\(String(describing: mismatch))")
+        // Another conversion whose bootstrap blob is corrupt in the registry: refused, naming the layer.
+        let other = ws.sub("corrupt-ferry")
+        try Shell.check([Build.ferry, "convert", "oci:\(source.layout):t", "oci:\(other):t", "--chunk-size", "64KiB"])
+        try Shell.check([Build.ferry, "push", "oci:\(other):t", "docker://\(registry.host)/corrupt:ferry", "--plain-http", registry.host])
+        let otherBootstrap = try #require(try TestImages.layerDigests(layout: other, tag: "t").last)
+        let otherManifest = try Shell.check(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                                             "docker://\(registry.host)/corrupt:ferry"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let hex = String(otherBootstrap.dropFirst("sha256:".count))
+        let blob = registry.blobPath(hex: hex)
+        let size = try FileManager.default.attributesOfItem(atPath: blob)[.size] as? Int ?? 0
+        try Data(repeating: 0x5a, count: size).write(to: URL(fileURLWithPath: blob))
+        var corruptLabels = ferryLabels(layer: otherBootstrap)
+        corruptLabels["containerd.io/snapshot/cri.image-ref"] = "\(registry.host)/corrupt:ferry"
+        corruptLabels["containerd.io/snapshot/cri.manifest-digest"] = otherManifest
+        let labels = corruptLabels
+        let corrupt = try await api.error { try await $0.prepare(key: "extract-2", parent: "", labels: labels) }
+        #expect(corrupt?.code == .failedPrecondition && corrupt?.message.contains(hex) == true, "\(String(describing: corrupt))")
+        #expect(try await api.status { try await $0.stat(key: "sha256:" + String(repeating: "c", count: 64)) } == .notFound,
+                "no snapshot recorded for the refused layer")
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(!mounts.contains(daemon.stateDirectory), "nothing stays mounted:\n\(mounts)")
+        // Still serving.
+        #expect(try await api.status { try await $0.stat(key: "dup") } == nil)
+        #expect(try await api.list().sorted() == ["dup", "v"])
+    }
+}
+
+/// A direct client of ferryd's snapshots API, for the error tests.
+struct SnapshotsAPI {
+    let socket: String
+    typealias API = Containerd_Services_Snapshots_V1_Snapshots.Client<HTTP2ClientTransport.Posix>
+
+    func call<T: Sendable>(_ body: @Sendable @escaping (Calls) async throws -> T) async throws -> T {
+        try await withGRPCClient(transport: .http2NIOPosix(target: .unixDomainSocket(path: socket), transportSecurity: .plaintext)) { client in
+            try await body(Calls(api: API(wrapping: client)))
+        }
+    }
+
+    /// The error a call ends with, or nil when it succeeds.
+    func error(_ body: @Sendable @escaping (Calls) async throws -> Void) async throws -> RPCError? {
+        do {
+            try await call(body)
+            return nil
+        } catch let error as RPCError {
+            return error
+        }
+    }
+
+    func status(_ body: @Sendable @escaping (Calls) async throws -> Void) async throws -> RPCError.Code? {
+        try await error(body)?.code
+    }
+
+    func list() async throws -> [String] {
+        try await call { try await $0.list() }
+    }
+
+    struct Calls: Sendable {
+        let api: API
+        func prepare(key: String, parent: String, labels: [String: String] = [:]) async throws {
+            _ = try await api.prepare(.with { $0.snapshotter = "ferry"; $0.key = key; $0.parent = parent; $0.labels = labels })
+        }
+        func view(key: String, parent: String) async throws {
+            _ = try await api.view(.with { $0.snapshotter = "ferry"; $0.key = key; $0.parent = parent })
+        }
+        func commit(name: String, key: String) async throws {
+            _ = try await api.commit(.with { $0.snapshotter = "ferry"; $0.name = name; $0.key = key })
+        }
+        func remove(key: String) async throws {
+            _ = try await api.remove(.with { $0.snapshotter = "ferry"; $0.key = key })
+        }
+        func stat(key: String) async throws {
+            _ = try await api.stat(.with { $0.snapshotter = "ferry"; $0.key = key })
+        }
+        func list() async throws -> [String] {
+            try await api.list(.with { $0.snapshotter = "ferry" }) { response in
+                var names: [String] = []
+                for try await message in response.messages { names += message.info.map(\.name) }
+                return names
+            }
+        }
     }
 }
