@@ -296,6 +296,8 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
             }
             usleep(30_000)
             daemon.kill()
+            // The holder keeps the group for the successor: replacing the object must not end it.
+            daemon.endsGroupHolder = false
             usleep(300_000)
             daemon = try FanotifyDaemonTests.daemon(ws, registry)
             for (p, i) in readers {

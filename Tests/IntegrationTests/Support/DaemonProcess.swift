@@ -7,6 +7,9 @@ final class DaemonProcess {
     let stateDirectory: String
     let socket: String
     let logPath: String
+    /// Whether ending this object also ends the fanotify group holder (not when a successor
+    /// ferryd of the same state directory took the group over from it).
+    var endsGroupHolder = true
 
     init(workspace: Workspace, name: String = "ferryd", extraArguments: [String] = []) throws {
         stateDirectory = workspace.sub("\(name)-state")
@@ -53,6 +56,6 @@ final class DaemonProcess {
     deinit {
         kill()
         // The fanotify group holder outlives ferryd on purpose; a test's holder ends with the test.
-        _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(stateDirectory)/"])
+        if endsGroupHolder { _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(stateDirectory)/"]) }
     }
 }

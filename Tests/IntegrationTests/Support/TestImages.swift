@@ -14,17 +14,23 @@ enum TestImages {
     /// ("hello from NAME"), a `bigFileMiB` file of noise, and `extraLayers` more layers that
     /// change files (a replacement, a deletion, a new directory).
     static func busybox(_ ws: Workspace, name: String, registry: String, bigFileMiB: Int = 0, extraLayers: Int = 0,
-                        entrypoint: [String]? = nil) throws -> Image {
+                        dataFiles: Int = 0, entrypoint: [String]? = nil) throws -> Image {
         let tree = ws.sub("\(name)-tree")
         try FileManager.default.createDirectory(atPath: tree + "/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: tree + "/bin/busybox")
-        for applet in ["sh", "cat", "echo", "ls", "sleep", "true"] {
+        for applet in ["sh", "cat", "echo", "ls", "sleep", "true", "md5sum", "seq"] {
             try FileManager.default.createSymbolicLink(atPath: tree + "/bin/" + applet, withDestinationPath: "busybox")
         }
         try "hello from \(name)\n".write(toFile: tree + "/greeting", atomically: true, encoding: .utf8)
         try "gone soon\n".write(toFile: tree + "/doomed", atomically: true, encoding: .utf8)
         if bigFileMiB > 0 {
             try MountStorm.noise(seed: 7, count: bigFileMiB << 20).write(to: URL(fileURLWithPath: tree + "/big.bin"))
+        }
+        if dataFiles > 0 {
+            try FileManager.default.createDirectory(atPath: tree + "/data", withIntermediateDirectories: true)
+            for i in 0..<dataFiles {
+                try MountStorm.noise(seed: UInt64(5000 + i), count: 192 * 1024 + i).write(to: URL(fileURLWithPath: tree + "/data/f\(i)"))
+            }
         }
         let layout = ws.sub("\(name)-oci")
         try Shell.check(["umoci", "init", "--layout", layout])
