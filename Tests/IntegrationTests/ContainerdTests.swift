@@ -109,6 +109,12 @@ import Testing
         let rows = try Shell.check(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from snapshot').fetchone()[0])",
                                     daemon.stateDirectory + "/snapshotter/metadata.db"])
         #expect(rows.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "database rows left: \(rows)")
+        // The calls containerd made, in order (Kernel-Notes/containerd.md describes them).
+        let calls = daemon.log.split(separator: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: "snapshots: ") else { return nil }
+            return String(line[range.upperBound...]).replacingOccurrences(of: #"sha256:[0-9a-f]{64}"#, with: "sha256:…", options: .regularExpression)
+        }
+        print("snapshots calls during pull, run and GC:\n  " + calls.joined(separator: "\n  "))
     }
 }
 
