@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The five C libraries (plus zlib for gzip layers) behind one umbrella header: two
@@ -42,6 +43,10 @@ let package = Package(
                                                  .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "Daemon", dependencies: ["Blob", "EROFS", "FerrySystem",
+                                               .product(name: "NIOCore", package: "swift-nio"),
+                                               .product(name: "NIOPosix", package: "swift-nio"),
+                                               .product(name: "NIOHTTP1", package: "swift-nio"),
+                                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "KernelBackends", dependencies: ["Daemon", "Blob", "FerrySystem",

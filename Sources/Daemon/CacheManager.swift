@@ -130,13 +130,16 @@ public final class CacheManager: Sendable {
         }
     }
 
-    /// Collects every `interval` seconds on its own thread (when a limit is set), and notes a full disk.
+    /// Collects every `interval` seconds (when a limit is set), and notes a full disk. The
+    /// eviction itself (deleting files) runs on the blocking pool, never on a cooperative thread.
     public func startPeriodic(interval: Double = 10, pinned: @escaping @Sendable () -> PinnedContent) {
-        Thread.detachNewThread { [self] in
-            while true {
-                usleep(UInt32(interval * 1_000_000))
+        Task.detached { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(interval))
                 checkDiskFull()
-                if limit != nil || store?.writesSuspended != nil { _ = collect(pinned: pinned()) }
+                if limit != nil || store?.writesSuspended != nil {
+                    _ = try? await DedicatedThread.run { [self] in collect(pinned: pinned()) }
+                }
             }
         }
     }

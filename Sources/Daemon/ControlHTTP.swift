@@ -1,6 +1,5 @@
 public import FerrySystem
 import Foundation
-import Synchronization
 
 /// One HTTP/1.1 request as the control API sees it (no chunked bodies, no keep-alive).
 public struct ControlRequest: Sendable {
@@ -37,9 +36,9 @@ public struct ControlResponse: Sendable {
     }
 }
 
-/// Minimal HTTP/1.1 framing over a stream socket, for the control API on a Unix socket.
-/// Both ends are Ferry's own (`ferryd` and `ferry`, or `curl --unix-socket`), so the subset is
-/// small: one request per connection, `Content-Length` bodies, at most 16 MiB.
+/// The control API's HTTP: the client side `ferry` uses (one request per connection,
+/// `Content-Length` bodies, at most 16 MiB of response), and the server side on SwiftNIO
+/// (`HTTPListener`).
 public enum ControlHTTP {
     static let maximumBody = 16 << 20
 
@@ -48,33 +47,17 @@ public enum ControlHTTP {
         public var description: String { "malformed HTTP message: \(reason)" }
     }
 
-    /// Reads one request from `socket`.
-    public static func readRequest(from socket: FileDescriptor) throws -> ControlRequest {
-        let (head, body) = try readMessage(from: socket)
-        guard let requestLine = head.first else { throw MalformedMessage(reason: "empty request") }
-        let parts = requestLine.split(separator: " ")
-        guard parts.count == 3 else { throw MalformedMessage(reason: "bad request line") }
-        let target = String(parts[1])
-        var path = target, query: [String: String] = [:]
-        if let q = target.firstIndex(of: "?") {
-            path = String(target[..<q])
-            for pair in target[target.index(after: q)...].split(separator: "&") {
-                // "=" alone, "=v" and "k=" are pairs too: keep empty sides instead of dropping them.
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                    .map { String($0).removingPercentEncoding ?? String($0) }
-                query[kv[0]] = kv.count > 1 ? kv[1] : ""
-            }
+    /// Splits a request target into its path and its percent-decoded query parameters. Pairs of
+    /// any shape are kept (`=` alone, `=v`, `k=`): an empty side is an empty string.
+    public static func splitTarget(_ target: String) -> (path: String, query: [String: String]) {
+        guard let q = target.firstIndex(of: "?") else { return (target, [:]) }
+        var query: [String: String] = [:]
+        for pair in target[target.index(after: q)...].split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                .map { String($0).removingPercentEncoding ?? String($0) }
+            query[kv[0]] = kv.count > 1 ? kv[1] : ""
         }
-        return ControlRequest(method: String(parts[0]), path: path, query: query, body: body)
-    }
-
-    /// Writes `response` to `socket`.
-    public static func write(_ response: ControlResponse, to socket: FileDescriptor) throws {
-        let reason = [200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-                      500: "Internal Server Error", 503: "Service Unavailable"][response.status] ?? "Status"
-        let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
-            + "Content-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
-        try socket.write(Array(head.utf8) + response.body)
+        return (String(target[..<q]), query)
     }
 
     /// Sends one request over a new connection to the socket at `path` and returns the response.
@@ -125,39 +108,11 @@ public enum ControlHTTP {
 }
 
 extension ControlHTTP {
-    /// Accepts connections on `listener` (a Unix or TCP stream socket) on a thread of its own and
-    /// answers each on its own thread with `handler`, until the listener is shut down.
-    public static func serve(listener: FileDescriptor,
-                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
-        Thread.detachNewThread {
-            while true {
-                guard let connection = try? UnixSocket.accept(listener) else { return }
-                Thread.detachNewThread {
-                    defer { try? connection.close() }
-                    let response: ControlResponse
-                    do {
-                        let request = try readRequest(from: connection)
-                        response = answerBlocking(request, handler)
-                    } catch {
-                        response = .error("\(error)", status: 400)
-                    }
-                    try? write(response, to: connection)
-                }
-            }
-        }
-    }
-
-    /// Runs the async handler from a plain thread and waits for its answer.
-    private static func answerBlocking(_ request: ControlRequest,
-                                       _ handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) -> ControlResponse {
-        let box = Mutex<ControlResponse?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            let response = await handler(request)
-            box.withLock { $0 = response }
-            done.signal()
-        }
-        done.wait()
-        return box.withLock { $0 } ?? .error("no response", status: 500)
+    /// Serves `listener` (a bound, listening Unix or TCP socket) on SwiftNIO with `limits`,
+    /// answering each request with `handler`, until the returned listener is closed.
+    @discardableResult
+    public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
+                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
+        try HTTPListener.serve(listener: listener, limits: limits, handler: handler)
     }
 }

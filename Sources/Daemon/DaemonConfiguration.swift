@@ -67,6 +67,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// `[proxy_plugins.ferry]` snapshotter; "" serves none. Default: `containerd-snapshotter.sock`
     /// beside the control socket (`/run/ferry/containerd-snapshotter.sock` with the defaults).
     public var containerdSnapshotterSocket: String?
+    /// Mounts images without `MS_NOSUID | MS_NODEV`: setuid binaries and device nodes in images
+    /// then take effect on the host. Off by default; containers still get setuid binaries through
+    /// their own overlay mounts, whose flags are containerd's.
+    public var allowSUIDAndDevices: Bool = false
 
     /// The snapshotter socket in effect ("" when off).
     public var snapshotterSocketPath: String {
@@ -85,7 +89,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         case peerTimeoutMs = "peer_timeout_ms", peerRateLimit = "peer_rate_limit"
         case proxy, proxyHeaders = "proxy_headers", proxyHealthURL = "proxy_health_url"
         case cacheLimit = "cache_limit", metricsListen = "metrics_listen"
-        case containerdSnapshotterSocket = "containerd_snapshotter_socket"
+        case containerdSnapshotterSocket = "containerd_snapshotter_socket", allowSUIDAndDevices = "allow_suid_and_devices"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -124,6 +128,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         }
         d.metricsListen = try c.decodeIfPresent(String.self, forKey: .metricsListen)
         d.containerdSnapshotterSocket = try c.decodeIfPresent(String.self, forKey: .containerdSnapshotterSocket)
+        d.allowSUIDAndDevices = try c.decodeIfPresent(Bool.self, forKey: .allowSUIDAndDevices) ?? d.allowSUIDAndDevices
         self = d
     }
 

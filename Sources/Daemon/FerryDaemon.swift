@@ -20,7 +20,7 @@ public final class FerryDaemon: Sendable {
     public let backend: any KernelBackend
     private let resolver: ImageResolver
     private let mounter: any Mounter
-    let logger: Logger
+    public let logger: Logger
     /// Fetches an image's prefetch list (and paths asked for at mount) into the store; nil without a store.
     private let prefetcher: Prefetcher?
     let started = Date()
@@ -33,7 +33,7 @@ public final class FerryDaemon: Sendable {
         var mounts: [String: MountEntry] = [:]
     }
     let state = Mutex(State())
-    private let listener = Mutex<FileDescriptor?>(nil)
+    private let listener = Mutex<HTTPListener?>(nil)
     /// Concurrent mounts of one reference share its resolution (one manifest fetch, one bootstrap download).
     private let resolutions = SingleFlight<String, RegisteredImage>()
     /// Backend attach/detach and mount(2)/umount2(2), one at a time and off the cooperative pool:
@@ -97,14 +97,14 @@ public final class FerryDaemon: Sendable {
         backend.endRestore()
         cache?.startPeriodic { [self] in pinnedContent() }
         let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
-        listener.withLock { $0 = socket }
-        ControlHTTP.serve(listener: socket) { [self] request in await handle(request) }
+        let server = try ControlHTTP.serve(listener: socket, limits: .controlSocket) { [self] request in await handle(request) }
+        listener.withLock { $0 = server }
         logger.info("ferryd ready", metadata: ["backend": "\(backend.name)", "socket": "\(configuration.socketPath)"])
     }
 
     /// Stops accepting requests and stops the backend (mounts stay; a successor serves them).
     public func stop() {
-        if let socket = listener.withLock({ $0 }) { UnixSocket.shutdown(socket) }
+        listener.withLock { $0 }?.close()
         backend.stop()
     }
 

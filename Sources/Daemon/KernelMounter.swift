@@ -1,4 +1,4 @@
-import FerrySystem
+public import FerrySystem
 public import Logging
 
 /// Mounts and unmounts; injected so tests and backends agree on how (mount(2) by default).
@@ -13,10 +13,14 @@ public protocol Mounter: Sendable {
 public struct KernelMounter: Mounter {
     /// `read_ahead_kb` for each new mount's bdi (nil: the kernel's default, 128).
     public var readaheadKiB: Int?
+    /// Flags on every mount besides `MS_RDONLY`: `MS_NOSUID | MS_NODEV` unless the operator allows
+    /// setuid binaries and device nodes of images to take effect on the host.
+    public var flags: Mount.Flags
     private let logger: Logger?
 
-    public init(readaheadKiB: Int? = nil, logger: Logger? = nil) {
+    public init(readaheadKiB: Int? = nil, allowSUIDAndDevices: Bool = false, logger: Logger? = nil) {
         self.readaheadKiB = readaheadKiB
+        self.flags = allowSUIDAndDevices ? [] : [.noSUID, .noDev]
         self.logger = logger
     }
 
@@ -26,8 +30,8 @@ public struct KernelMounter: Mounter {
         let readaheadKiB = override ?? self.readaheadKiB
         let before = readaheadKiB == nil ? [] : Mount.ReadaheadControl.erofsBDINames()
         switch plan {
-        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target)
-        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: target)
+        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target, flags: flags)
+        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: target, flags: flags)
         }
         guard let readaheadKiB else { return }
         let added = Mount.ReadaheadControl.erofsBDINames().subtracting(before)

@@ -81,24 +81,18 @@ public final class PeerNetwork: Sendable {
         PeerChunkSource(network: self, fallback: fallback)
     }
 
-    /// Health-checks (`GET /health`) the peers whose backoff has passed, on a thread of its own,
-    /// every `interval`.
+    /// Health-checks (`GET /health`) the peers whose backoff has passed, every `interval`, from a
+    /// task of its own (the checks of one pass run side by side).
     public func startHealthChecks(every interval: Duration = .milliseconds(500)) {
         guard !checking.exchange(true, ordering: .relaxed) else { return }
-        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
-        Thread.detachNewThread { [self] in
-            while true {
-                Thread.sleep(forTimeInterval: seconds)
+        Task.detached { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
                 let due = peers.dueForCheck()
                 guard !due.isEmpty else { continue }
-                let done = DispatchSemaphore(value: 0)
-                Task {
-                    await withTaskGroup(of: Void.self) { group in
-                        for peer in due { group.addTask { await self.check(peer) } }
-                    }
-                    done.signal()
+                await withTaskGroup(of: Void.self) { group in
+                    for peer in due { group.addTask { await self.check(peer) } }
                 }
-                done.wait()
             }
         }
     }

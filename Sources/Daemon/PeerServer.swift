@@ -16,7 +16,7 @@ import Synchronization
 /// `serveRateLimit` spaces answers out to that many bytes per second.
 extension PeerNetwork {
     /// Listens on `address` ("host:port", IPv4 or bracketed IPv6 literal; port 0 picks one) and
-    /// serves peers on threads of their own. Returns the bound port.
+    /// serves peers (SwiftNIO, no request bodies, bounded connections). Returns the bound port.
     @discardableResult
     public func startServer(listen address: String) throws -> UInt16 {
         guard let (host, port) = Self.split(address) else {
@@ -24,7 +24,7 @@ extension PeerNetwork {
         }
         let (listener, bound) = try TCPSocket.listen(host: host, port: port)
         let limiter = PeerServeLimiter(concurrency: options.serveConcurrency, bytesPerSecond: options.serveRateLimit)
-        ControlHTTP.serve(listener: listener) { [self] request in await serve(request, limiter: limiter) }
+        try ControlHTTP.serve(listener: listener, limits: .networkPort) { [self] request in await serve(request, limiter: limiter) }
         startHealthChecks()
         logger.info("serving chunks to peers", metadata: ["listen": "\(host):\(bound)", "peers": "\(peers.members.count)"])
         return bound

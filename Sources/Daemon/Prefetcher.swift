@@ -64,7 +64,10 @@ public final class Prefetcher: Sendable {
                 if everything {
                     plan = Dictionary(uniqueKeysWithValues: image.metadata.blobs.enumerated().map { ($0.offset, Array($0.element.chunks.indices)) })
                 } else {
-                    plan = try Self.plan(paths: paths, bootstrap: image.bootstrapPath, metadata: image.metadata, logger: logger)
+                    // Walking the bootstrap reads files: on the blocking pool, not a cooperative thread.
+                    plan = try await DedicatedThread.run {
+                        try Self.plan(paths: paths, bootstrap: image.bootstrapPath, metadata: image.metadata, logger: logger)
+                    }
                 }
             } catch {
                 logger.error("cannot plan prefetch", metadata: ["image": "\(image.id.prefix(12))", "error": "\(error)"])

@@ -67,14 +67,16 @@ public final class SystemdService: Sendable {
     /// `STOPPING=1` before a graceful stop.
     public func stopping(status: String) { send(["STOPPING=1", "STATUS=\(status)"]) }
 
-    /// Starts the thread that pings the watchdog while `healthProblem` returns nil and refreshes
-    /// the status line. Without a watchdog it only refreshes the status every 5 s.
+    /// Starts the task that pings the watchdog while `healthProblem` returns nil and refreshes
+    /// the status line. Without a watchdog it only refreshes the status every 5 s. A task, not a
+    /// thread of its own: if ferryd's tasks stop running (the cooperative pool blocked), the pings
+    /// stop too and the service manager restarts ferryd, as a watchdog should.
     public func startHeartbeat(healthProblem: @escaping @Sendable () -> String?, status: @escaping @Sendable () -> String) {
         guard notifier != nil else { return }
         let interval = watchdogMicroseconds.map { max(10_000, $0 / 2) } ?? 5_000_000
-        Thread.detachNewThread { [self] in
-            while true {
-                usleep(UInt32(min(interval, UInt64(UInt32.max))))
+        Task.detached { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .microseconds(interval))
                 beat(healthProblem: healthProblem())
                 self.status(status())
             }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
 
-/// `ferry install-containerd`: the containerd 1.6 configuration that makes ferryd its
-/// snapshotter — printed, or written as a drop-in that containerd's config imports.
+/// `ferry install-containerd`: the containerd 1.6 configuration tables that make ferryd its
+/// snapshotter — printed, to merge into containerd's config.toml, or written as a whole file.
 struct InstallContainerd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "install-containerd",
@@ -10,7 +10,7 @@ struct InstallContainerd: ParsableCommand {
     @Option(help: "ferryd's snapshots API socket.") var snapshotterSocket: String = "/run/ferry/containerd-snapshotter.sock"
     @Option(name: .customLong("plain-http"), help: "A registry host[:port] containerd reaches over plain HTTP (repeatable).")
     var plainHTTP: [String] = []
-    @Option(help: "Write the snippet to this file instead of printing it (e.g. /etc/containerd/ferry.toml, then `imports` it).")
+    @Option(help: "Write the configuration to this file instead of printing it (e.g. /etc/containerd/config.toml on a node without one).")
     var write: String?
 
     func run() throws {
@@ -23,9 +23,10 @@ struct InstallContainerd: ParsableCommand {
             try FileManager.default.createDirectory(atPath: (write as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try Data(snippet.utf8).write(to: URL(fileURLWithPath: write), options: .atomic)
             Swift.print("""
-                wrote \(write); add it to containerd's config (version = 2) with
-                  imports = ["\(write)"]
-                then restart containerd (ferryd must be running first: systemctl enable --now ferryd)
+                wrote \(write): a containerd (version 2) configuration with Ferry's tables; if containerd already has a
+                config.toml, merge these tables into it instead (containerd replaces a whole plugin section with the one
+                of an imported file, so `imports` of this file would drop your other CRI settings); then restart
+                containerd (ferryd must be running first: systemctl enable --now ferryd)
                 """)
         }
     }

@@ -57,13 +57,17 @@ struct MountImage: ParsableCommand {
 /// `ferry umount MOUNTPOINT`
 struct UnmountImage: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "umount", abstract: "Unmount a Ferry mount.")
+    /// RFC 3986 unreserved characters and '/'.
+    static let queryValueCharacters = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
     @Argument(help: "The mountpoint.") var mountpoint: String
     @OptionGroup var daemon: DaemonConnection
 
     func run() throws {
         try reportingErrors {
             let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-            let encoded = target.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? target
+            // A query value: everything but unreserved characters and '/' is escaped ('&', '=',
+            // '+', '%', '#', spaces and bytes above ASCII are parts of real paths).
+            let encoded = target.addingPercentEncoding(withAllowedCharacters: Self.queryValueCharacters) ?? target
             _ = try daemon.send("DELETE", "/mounts?path=\(encoded)")
             print("unmounted \(target)")
         }

@@ -47,7 +47,8 @@ public enum DaemonAssembly {
         let cache = store == nil && blobCaches == nil ? nil
             : CacheManager(limit: configuration.cacheLimit, store: store, blobCaches: blobCaches, logger: logger)
         return FerryDaemon(configuration: configuration, backend: backend, resolver: resolver,
-                           mounter: KernelMounter(readaheadKiB: configuration.kernelReadaheadKiB, logger: logger), cache: cache, metrics: metrics,
+                           mounter: KernelMounter(readaheadKiB: configuration.kernelReadaheadKiB,
+                                                  allowSUIDAndDevices: configuration.allowSUIDAndDevices, logger: logger), cache: cache, metrics: metrics,
                            logger: logger, extraMetrics: extraMetrics, prefetcher: prefetcher)
     }
 
@@ -189,7 +190,7 @@ public enum MetricsListener {
         }
         let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let (socket, bound) = try TCPSocket.listen(host: host, port: port)
-        ControlHTTP.serve(listener: socket) { request in
+        try ControlHTTP.serve(listener: socket, limits: .networkPort) { request in
             guard request.method == "GET", request.path == "/metrics" else {
                 return .error("only GET /metrics is served here", status: 404)
             }

@@ -19,6 +19,8 @@ public enum DaemonService {
         // A client that goes away before its reply must not take ferryd with it: writes to a
         // closed socket fail with EPIPE instead.
         signal(SIGPIPE, SIG_IGN)
+        let openFiles = ProcessLimits.raiseOpenFileLimit()
+        logger.debug("open file limit", metadata: ["soft": "\(openFiles)"])
         // Descriptors a service manager passed back (its store), and the link to it, if any.
         let inherited = SystemdListenDescriptors.take()
         let systemd = SystemdService.fromEnvironment(logger: logger)
@@ -39,6 +41,11 @@ public enum DaemonService {
         systemd.storeDescriptors(of: daemon.backend)
         systemd.ready(status: daemon.statusLine())
         systemd.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
+        // The group watches SIGTERM and SIGINT through dispatch sources; with the default
+        // disposition left in place a signal that reaches a thread before the source sees it ends
+        // ferryd on the spot (seen in the fscache guest: a SIGTERM with no graceful stop).
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
@@ -57,6 +64,7 @@ struct KernelBackendService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
+        daemon.logger.info("stopping: no new requests; the kernel backend answers what it has taken")
         daemon.stop()
     }
 }

@@ -55,15 +55,15 @@ public enum Mount {
     /// Mounts the EROFS image in the regular file `file` on `target`, read-only, with
     /// `devices` as its extra devices: a file-backed mount (Linux 6.12+,
     /// `CONFIG_EROFS_FS_BACKED_BY_FILE`), no loop device, so fanotify pre-content hooks on the
-    /// device files fire.
-    public static func erofs(file: String, devices: [String], at target: String) throws {
-        try mount(source: file, target: target, type: "erofs", flags: .readOnly, data: try erofsDeviceOptions(devices))
+    /// device files fire. `flags` are added to `MS_RDONLY`.
+    public static func erofs(file: String, devices: [String], at target: String, flags: Flags = []) throws {
+        try mount(source: file, target: target, type: "erofs", flags: flags.union(.readOnly), data: try erofsDeviceOptions(devices))
     }
 
     /// Mounts an EROFS image served by cachefiles on-demand (`CONFIG_EROFS_FS_ONDEMAND`):
     /// source `none`, data `fsid=…[,domain_id=…]`.
-    public static func erofsOnDemand(fsid: String, domainID: String? = nil, at target: String) throws {
-        try mount(source: "none", target: target, type: "erofs", flags: .readOnly,
+    public static func erofsOnDemand(fsid: String, domainID: String? = nil, at target: String, flags: Flags = []) throws {
+        try mount(source: "none", target: target, type: "erofs", flags: flags.union(.readOnly),
                   data: try erofsFscacheOptions(fsid: fsid, domainID: domainID))
     }
 

@@ -44,6 +44,49 @@ import Testing
         #expect(diff.isEmpty, "ferryd mount differs from umoci unpack:\n\(diff.joined(separator: "\n"))\n\(daemon.log.suffix(3000))")
     }
 
+    /// Images are mounted nosuid,nodev: the image's setuid file (bin/tool, mode 4755) gives no
+    /// privilege and its device node (dev/null, 1:3) cannot be opened. `allow_suid_and_devices`
+    /// turns both back on.
+    @Test func mountsIgnoreSetuidBitsAndDeviceNodesUnlessAllowed() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-nosuid")
+        let (_, reference, _, registry) = try Self.converted(ws)
+        func mountOptions(_ mnt: String) throws -> [String] {
+            let line = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+                .first { $0.split(separator: " ").dropFirst().first.map(String.init) == mnt }
+            return line.map { $0.split(separator: " ")[3].split(separator: ",").map(String.init) } ?? []
+        }
+        func openForWriting(_ path: String) -> Int32 {
+            let fd = open(path, O_WRONLY)
+            if fd >= 0 { close(fd); return 0 }
+            return errno
+        }
+        let daemon = try Self.daemon(ws, registry)
+        // A mountpoint with characters a query string treats specially ('&', '=', '+', ' ').
+        let mnt = try Self.mountpoint(ws, "mnt&a=b+c d")
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        let options = try mountOptions(mnt.replacingOccurrences(of: " ", with: "\\040"))
+        #expect(options.contains("nosuid") && options.contains("nodev"), "mount options \(options)")
+        let mode = try FileManager.default.attributesOfItem(atPath: mnt + "/bin/tool")[.posixPermissions] as? Int
+        #expect(mode == 0o4755, "the bit is still shown (mode \(String(mode ?? 0, radix: 8))); nosuid makes it inert")
+        #expect(openForWriting(mnt + "/dev/null") == EACCES, "a device node of the image cannot be opened")
+        // `ferry umount` names that mountpoint exactly (it once sent '&' and '=' unescaped).
+        try daemon.ferry(["umount", mnt])
+        #expect(try mountOptions(mnt.replacingOccurrences(of: " ", with: "\\040")).isEmpty, "unmounted")
+
+        // The operator's opt-out.
+        let config = ws.sub("allow.json")
+        try Data(#"{"allow_suid_and_devices": true}"#.utf8).write(to: URL(fileURLWithPath: config))
+        let permissive = try DaemonProcess(workspace: ws, name: "ferryd-allow", extraArguments: ["--plain-http", registry.host, "--config", config])
+        let mnt2 = try Self.mountpoint(ws, "mnt-allow")
+        try permissive.ferry(["mount", reference, mnt2])
+        defer { _ = try? permissive.ferry(["umount", mnt2]) }
+        let allowed = try mountOptions(mnt2)
+        #expect(!allowed.contains("nosuid") && !allowed.contains("nodev"), "mount options \(allowed)")
+        #expect(openForWriting(mnt2 + "/dev/null") == 0)
+    }
+
     @Test func readingOneFileFetchesOnlyItsChunks() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-lazy")

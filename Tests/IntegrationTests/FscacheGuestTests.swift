@@ -54,7 +54,10 @@ import Testing
         let extra: String
 
         static func start(_ name: String, extra: String = "") throws -> Daemon {
-            let d = Daemon(state: "\(work)/\(name)-state", socket: "\(work)/\(name).sock", log: "\(work)/\(name).log", extra: extra)
+            // The log goes to the folder the host shares with the guest, so it can be read during
+            // and after a run (a guest that hangs shows nothing else).
+            let logs = ProcessInfo.processInfo.environment["FERRY_VM_OUT"] ?? work
+            let d = Daemon(state: "\(work)/\(name)-state", socket: "\(work)/\(name).sock", log: "\(logs)/\(name).log", extra: extra)
             try d.launch()
             return d
         }

@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// Debian's containerd (1.6) started by a test with a config, root, state and sockets of its own
-/// in the test's workspace, with ferryd's snapshotter as the proxy plugin `ferry` and the CRI
-/// plugin set up the way an operator does for Ferry (`Kernel-Notes/containerd.md`).
+/// in the test's workspace, configured the way an operator does it: the tables `ferry
+/// install-containerd` prints (ferryd as proxy snapshotter `ferry`, CRI's snapshotter, snapshot
+/// annotations on, a plain-HTTP mirror) in a config that adds only the test's own paths.
 final class ContainerdProcess {
     let process = Process()
     let directory: String
@@ -21,10 +22,18 @@ final class ContainerdProcess {
         socket = directory + "/containerd.sock"
         logPath = directory + "/containerd.log"
         let config = directory + "/config.toml"
+        // The Ferry part is what `ferry install-containerd` prints for operators, taken as it
+        // is; the test adds only its own paths and the pause image around it.
+        let snippet = try Shell.check([Build.ferry, "install-containerd", "--snapshotter-socket", snapshotterSocket,
+                                       "--plain-http", registry])
+        let ferryTables = snippet.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { $0.trimmingCharacters(in: .whitespaces) != "version = 2" }.joined(separator: "\n")
         try """
             version = 2
             root = "\(directory)/root"
             state = "\(directory)/state"
+
+            \(ferryTables)
 
             [grpc]
               address = "\(socket)"
@@ -34,22 +43,12 @@ final class ContainerdProcess {
               address = "\(directory)/debug.sock"
               level = "debug"
 
-            [proxy_plugins]
-              [proxy_plugins.ferry]
-                type = "snapshot"
-                address = "\(snapshotterSocket)"
-
             [plugins."io.containerd.grpc.v1.cri"]
               sandbox_image = "\(sandboxImage)"
               restrict_oom_score_adj = true
-              [plugins."io.containerd.grpc.v1.cri".containerd]
-                snapshotter = "ferry"
-                disable_snapshot_annotations = false
               [plugins."io.containerd.grpc.v1.cri".cni]
                 bin_dir = "\(directory)/cni-bin"
                 conf_dir = "\(directory)/cni-conf"
-              [plugins."io.containerd.grpc.v1.cri".registry.mirrors."\(registry)"]
-                endpoint = ["http://\(registry)"]
             """.write(toFile: config, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")

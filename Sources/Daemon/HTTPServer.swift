@@ -1,0 +1,180 @@
+public import FerrySystem
+import Foundation
+import NIOConcurrencyHelpers
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// What a listener tolerates from its clients. Every bound is per listener.
+public struct HTTPServerLimits: Sendable {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    public var maximumConnections: Int
+    /// Bytes a request body may have (0: none; a request with a body is refused with 413).
+    public var maximumBodyBytes: Int
+    /// Time from accepting a connection to the end of its request (slow clients are dropped).
+    public var requestTimeout: TimeAmount
+    /// Time to write the response.
+    public var writeTimeout: TimeAmount
+
+    public init(maximumConnections: Int, maximumBodyBytes: Int, requestTimeout: TimeAmount = .seconds(10),
+                writeTimeout: TimeAmount = .seconds(10)) {
+        self.maximumConnections = maximumConnections
+        self.maximumBodyBytes = maximumBodyBytes
+        self.requestTimeout = requestTimeout
+        self.writeTimeout = writeTimeout
+    }
+
+    /// The control socket: local clients (`ferry`, `curl --unix-socket`), small JSON bodies.
+    public static let controlSocket = HTTPServerLimits(maximumConnections: 128, maximumBodyBytes: 1 << 20)
+    /// A TCP port anyone on the network may reach (metrics, peers): no bodies at all.
+    public static let networkPort = HTTPServerLimits(maximumConnections: 512, maximumBodyBytes: 0)
+}
+
+/// A listening HTTP/1.1 server on SwiftNIO (its HTTP/1 codec): one request per connection,
+/// answered by an async handler, with the bounds of `HTTPServerLimits`. Malformed requests are
+/// answered 400 by NIO's codec and the connection closed; nothing a client sends reaches the
+/// handler unparsed.
+public final class HTTPListener: Sendable {
+    private let channel: any Channel
+
+    init(channel: any Channel) { self.channel = channel }
+
+    /// Stops accepting; connections in progress finish.
+    public func close() {
+        channel.close(promise: nil)
+    }
+
+    /// Serves on an already bound and listening socket (ferryd binds its sockets itself, so a
+    /// Unix socket's mode is set before it listens); NIO takes the descriptor over.
+    public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
+                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
+        let connections = ConnectionCount()
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .childChannelInitializer { channel in
+                guard connections.enter(limit: limits.maximumConnections) else {
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in connections.leave() }
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+                    try sync.addHandler(RequestHandler(limits: limits, handler: handler))
+                }
+            }
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+        let channel = try bootstrap.withBoundSocket(listener.rawValue).wait()
+        return HTTPListener(channel: channel)
+    }
+}
+
+/// Open connections of one listener.
+final class ConnectionCount: Sendable {
+    private let count = Atomic<Int>(0)
+    func enter(limit: Int) -> Bool {
+        if count.add(1, ordering: .relaxed).newValue > limit {
+            count.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+    func leave() { count.subtract(1, ordering: .relaxed) }
+}
+
+/// Gathers one request (head and a bounded body), hands it to the async handler, writes the
+/// response and closes. A request that is not complete within the request timeout, or a body
+/// over the limit, ends the connection.
+final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let limits: HTTPServerLimits
+    private let handler: @Sendable (ControlRequest) async -> ControlResponse
+    // Touched only on the channel's event loop.
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var answered = false
+    private var deadline: Scheduled<Void>?
+
+    init(limits: HTTPServerLimits, handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
+        self.limits = limits
+        self.handler = handler
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: limits.requestTimeout + limits.writeTimeout) {
+            channel.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        switch unwrapInboundIn(data) {
+        case let .head(requestHead):
+            head = requestHead
+            let declared = requestHead.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+            let chunked = requestHead.headers.contains(name: "transfer-encoding")
+            if declared > limits.maximumBodyBytes || (chunked && limits.maximumBodyBytes == 0) {
+                respond(context: context, .error("request body too large (at most \(limits.maximumBodyBytes) bytes here)", status: 413))
+            }
+        case var .body(buffer):
+            guard body.count + buffer.readableBytes <= limits.maximumBodyBytes else {
+                respond(context: context, .error("request body too large (at most \(limits.maximumBodyBytes) bytes here)", status: 413))
+                return
+            }
+            body += buffer.readBytes(length: buffer.readableBytes) ?? []
+        case .end:
+            guard let head else { return }
+            answered = true
+            let request = Self.request(from: head, body: body)
+            let handler = self.handler
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            Task {
+                let response = await handler(request)
+                loop.execute {
+                    let (this, context) = bound.value
+                    this.write(context: context, response)
+                }
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func respond(context: ChannelHandlerContext, _ response: ControlResponse) {
+        answered = true
+        write(context: context, response)
+    }
+
+    private func write(context: ChannelHandlerContext, _ response: ControlResponse) {
+        guard context.channel.isActive else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        headers.add(name: "Connection", value: "close")
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+        buffer.writeBytes(response.body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// The request as the routes see it: path, decoded query, body.
+    static func request(from head: HTTPRequestHead, body: [UInt8]) -> ControlRequest {
+        let (path, query) = ControlHTTP.splitTarget(head.uri)
+        return ControlRequest(method: head.method.rawValue, path: path, query: query, body: body)
+    }
+}
