@@ -49,18 +49,18 @@ public final class HTTPListener: Sendable {
     /// Unix socket's mode is set before it listens); NIO takes the descriptor over.
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
                              handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
-        let connections = ConnectionCount()
+        let connections = ConnectionTable()
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .childChannelInitializer { channel in
-                guard connections.enter(limit: limits.maximumConnections) else {
+                guard connections.admit(channel, limit: limits.maximumConnections) else {
                     return channel.close()
                 }
-                channel.closeFuture.whenComplete { _ in connections.leave() }
+                channel.closeFuture.whenComplete { _ in connections.remove(channel) }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try sync.addHandler(RequestHandler(limits: limits, handler: handler))
+                    try sync.addHandler(RequestHandler(limits: limits, connections: connections, handler: handler))
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: false)
@@ -69,17 +69,51 @@ public final class HTTPListener: Sendable {
     }
 }
 
-/// Open connections of one listener.
-final class ConnectionCount: Sendable {
-    private let count = Atomic<Int>(0)
-    func enter(limit: Int) -> Bool {
-        if count.add(1, ordering: .relaxed).newValue > limit {
-            count.subtract(1, ordering: .relaxed)
-            return false
+/// The open connections of one listener. At the limit a new connection is admitted by closing
+/// the oldest one that has not finished sending its request (an idle or slow client), so clients
+/// that ask and go — `ferry`, a health check, Prometheus — are served however many idle
+/// connections someone holds open; only when every connection is busy answering is a new one refused.
+final class ConnectionTable: Sendable {
+    private struct Entry {
+        var channel: any Channel
+        var opened: UInt64
+        var busy: Bool
+    }
+    private struct State {
+        var entries: [ObjectIdentifier: Entry] = [:]
+        var sequence: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    /// Admits `channel`, closing the oldest waiting connection if the table is full; false when
+    /// every connection is busy.
+    func admit(_ channel: any Channel, limit: Int) -> Bool {
+        let evicted = state.withLock { s -> (any Channel)?? in
+            var victim: (any Channel)? = nil
+            if s.entries.count >= limit {
+                guard let oldest = s.entries.filter({ !$0.value.busy }).min(by: { $0.value.opened < $1.value.opened }) else {
+                    return .none
+                }
+                s.entries.removeValue(forKey: oldest.key)
+                victim = oldest.value.channel
+            }
+            s.sequence += 1
+            s.entries[ObjectIdentifier(channel)] = Entry(channel: channel, opened: s.sequence, busy: false)
+            return .some(victim)
         }
+        guard let evicted else { return false }
+        evicted?.close(promise: nil)
         return true
     }
-    func leave() { count.subtract(1, ordering: .relaxed) }
+
+    /// The connection's request is complete and being answered: never evicted from now on.
+    func markBusy(_ channel: any Channel) {
+        state.withLock { $0.entries[ObjectIdentifier(channel)]?.busy = true }
+    }
+
+    func remove(_ channel: any Channel) {
+        _ = state.withLock { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
 }
 
 /// Gathers one request (head and a bounded body), hands it to the async handler, writes the
@@ -90,6 +124,7 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let limits: HTTPServerLimits
+    private let connections: ConnectionTable
     private let handler: @Sendable (ControlRequest) async -> ControlResponse
     // Touched only on the channel's event loop.
     private var head: HTTPRequestHead?
@@ -97,8 +132,9 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     private var answered = false
     private var deadline: Scheduled<Void>?
 
-    init(limits: HTTPServerLimits, handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
+    init(limits: HTTPServerLimits, connections: ConnectionTable, handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
         self.limits = limits
+        self.connections = connections
         self.handler = handler
     }
 
@@ -134,6 +170,7 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let head else { return }
             answered = true
+            connections.markBusy(context.channel)
             let request = Self.request(from: head, body: body)
             let handler = self.handler
             let loop = context.eventLoop
