@@ -34,6 +34,7 @@ public final class FerryDaemon: Sendable {
     }
     let state = Mutex(State())
     private let listener = Mutex<HTTPListener?>(nil)
+    private let stopped = Atomic<Bool>(false)
     /// Concurrent mounts of one reference share its resolution (one manifest fetch, one bootstrap download).
     private let resolutions = SingleFlight<String, RegisteredImage>()
     /// Backend attach/detach and mount(2)/umount2(2), one at a time and off the cooperative pool:
@@ -103,7 +104,9 @@ public final class FerryDaemon: Sendable {
     }
 
     /// Stops accepting requests and stops the backend (mounts stay; a successor serves them).
+    /// Stopping twice (a signal, then the service group) does nothing more.
     public func stop() {
+        guard !stopped.exchange(true, ordering: .relaxed) else { return }
         listener.withLock { $0 }?.close()
         backend.stop()
     }

@@ -3,8 +3,8 @@ public import Daemon
 import FerrySystem
 import Foundation
 public import Logging
+import Dispatch
 import ServiceLifecycle
-import UnixSignals
 
 /// ferryd from configuration to shutdown.
 ///
@@ -41,18 +41,32 @@ public enum DaemonService {
         systemd.storeDescriptors(of: daemon.backend)
         systemd.ready(status: daemon.statusLine())
         systemd.startHeartbeat(healthProblem: { daemon.healthProblem() }, status: { daemon.statusLine() })
-        // The group watches SIGTERM and SIGINT through dispatch sources; with the default
-        // disposition left in place a signal that reaches a thread before the source sees it ends
-        // ferryd on the spot (seen in the fscache guest: a SIGTERM with no graceful stop).
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
             },
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            logger: logger))
+        // SIGTERM and SIGINT stop the kernel backend at once, from the signal's own dispatch
+        // queue, then shut the group down. A successor takes the kernel's queue over as soon as
+        // it starts, so the old ferryd must stop taking requests right away; left to the group's
+        // signal handling, which runs as a task, the stop waited for a cooperative thread (13 s in
+        // the TCG guest while fills verified chunks), and requests the old ferryd took meanwhile
+        // were never answered.
+        let signals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "ferryd.signal"))
+            source.setEventHandler {
+                logger.info("stopping on signal \(number): no new requests; the kernel backend answers what it has taken")
+                systemd.stopping(status: "mounts stay for the next ferryd")
+                daemon.stop()
+                Task { await group.triggerGracefulShutdown() }
+            }
+            source.resume()
+            return source
+        }
         try await group.run()
-        systemd.stopping(status: "mounts stay for the next ferryd")
+        // The sources must outlive the group, or the signals go back to being ignored unseen.
+        withExtendedLifetime(signals) {}
         logger.info("ferryd stopped")
     }
 }
@@ -64,7 +78,7 @@ struct KernelBackendService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        daemon.logger.info("stopping: no new requests; the kernel backend answers what it has taken")
+        // Stopped already when a signal asked for it; otherwise (another service ended) here.
         daemon.stop()
     }
 }
