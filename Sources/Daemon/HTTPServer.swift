@@ -13,6 +13,7 @@ public struct HTTPServerLimits: Sendable {
     /// Bytes a request body may have (0: none; a request with a body is refused with 413).
     public var maximumBodyBytes: Int
     /// Time from accepting a connection to the end of its request (slow clients are dropped).
+    /// The handler's own time is not limited: a mount may download a large bootstrap.
     public var requestTimeout: TimeAmount
     /// Time to write the response.
     public var writeTimeout: TimeAmount
@@ -139,11 +140,14 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel
-        deadline = context.eventLoop.scheduleTask(in: limits.requestTimeout + limits.writeTimeout) {
-            channel.close(promise: nil)
-        }
+        // Until the request is complete; the handler then takes as long as it needs (a mount may
+        // download a large bootstrap), and writing the answer has a deadline of its own.
+        deadline = closing(context.channel, after: limits.requestTimeout)
         context.fireChannelActive()
+    }
+
+    private func closing(_ channel: any Channel, after delay: TimeAmount) -> Scheduled<Void> {
+        channel.eventLoop.scheduleTask(in: delay) { channel.close(promise: nil) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -170,6 +174,8 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let head else { return }
             answered = true
+            deadline?.cancel()
+            deadline = nil
             connections.markBusy(context.channel)
             let request = Self.request(from: head, body: body)
             let handler = self.handler
@@ -196,6 +202,8 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func write(context: ChannelHandlerContext, _ response: ControlResponse) {
         guard context.channel.isActive else { return }
+        deadline?.cancel()
+        deadline = closing(context.channel, after: limits.writeTimeout)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(response.body.count))
