@@ -28,13 +28,8 @@ public struct ImageResolution: Sendable {
         case let .registry(ref):
             let resolved = try await client.resolveManifest(ref)
             let bootstrap = try Self.bootstrapLayer(of: resolved.manifest, reference: reference)
-            let directory = "\(stateDirectory)/images/\(resolved.digest.hex)"
-            let bootstrapFile = directory + "/bootstrap"
-            if !FileManager.default.fileExists(atPath: bootstrapFile) {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                        attributes: [.posixPermissions: 0o700])
-                // A name of its own per download: two resolutions of one image never share a temporary.
-                let temporary = "\(bootstrapFile).\(UUID().uuidString).tmp"
+            let (bootstrapFile, temporary) = try Self.bootstrapPaths(stateDirectory, id: resolved.digest.hex)
+            if let temporary {
                 do {
                     // Verified (size and digest) by the client before it returns.
                     try await client.fetchBlob(ref, digest: bootstrap.digest, to: temporary, expectedSize: bootstrap.size)
@@ -65,12 +60,8 @@ public struct ImageResolution: Sendable {
                 let source = try OCILayoutSource(directory: path, tag: tag)
                 let resolved = try source.resolve(platform: nil)
                 let bootstrap = try Self.bootstrapLayer(of: resolved.manifest, reference: reference)
-                let directory = "\(stateDirectory)/images/\(resolved.manifestDigest.hex)"
-                let bootstrapFile = directory + "/bootstrap"
-                if !FileManager.default.fileExists(atPath: bootstrapFile) {
-                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                            attributes: [.posixPermissions: 0o700])
-                    let temporary = "\(bootstrapFile).\(UUID().uuidString).tmp"
+                let (bootstrapFile, temporary) = try Self.bootstrapPaths(stateDirectory, id: resolved.manifestDigest.hex)
+                if let temporary {
                     do {
                         // Verified while copied (the layout source checks size and digest at the end).
                         let input = try source.openBlob(bootstrap)
@@ -106,6 +97,16 @@ public struct ImageResolution: Sendable {
             throw DaemonError.configuration("\(reference) is not a Ferry image (no bootstrap layer); convert it with ferry convert")
         }
         return layer
+    }
+
+    /// `<state>/images/<id>/bootstrap`, and, when it is not there yet, a temporary beside it to
+    /// write it to (a name of its own per call: two resolutions of one image never share one).
+    static func bootstrapPaths(_ stateDirectory: String, id: String) throws -> (file: String, temporary: String?) {
+        let directory = "\(stateDirectory)/images/\(id)"
+        let file = directory + "/bootstrap"
+        if FileManager.default.fileExists(atPath: file) { return (file, nil) }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        return (file, "\(file).\(UUID().uuidString).tmp")
     }
 
     /// fsyncs a downloaded bootstrap and renames it into place (and fsyncs the directory).

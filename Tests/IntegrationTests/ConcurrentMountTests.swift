@@ -164,16 +164,8 @@ final class MountStorm {
             }
         }
         let socket = daemon.socket
-        let health = Thread {
-            while !stop.isSet {
-                let started = Date()
-                let r = try? Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
-                healthStats.add(Date().timeIntervalSince(started), failed: r?.status != 0)
-                usleep(50_000)
-            }
-        }
+        let health = healthLoop(socket: socket, stats: healthStats, until: stop, pause: 50_000)
         reader.start()
-        health.start()
         usleep(200_000)
 
         // Sixteen mounts, fired together.
@@ -262,6 +254,21 @@ final class DelayingProxy {
     }
 
     deinit { stopProcess(process) }
+}
+
+/// `GET /health` on a ferryd's control socket in a loop (curl, at most 5 s each), recording each
+/// call's time and outcome in `stats`, until `until` is set; started before it is returned.
+func healthLoop(socket: String, stats: LockedStats, until stop: AtomicFlag, pause: UInt32) -> Thread {
+    let thread = Thread {
+        while !stop.isSet {
+            let started = Date()
+            let r = try? Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
+            stats.add(Date().timeIntervalSince(started), failed: r?.status != 0)
+            usleep(pause)
+        }
+    }
+    thread.start()
+    return thread
 }
 
 final class AtomicFlag: @unchecked Sendable {

@@ -42,16 +42,8 @@ import Testing
             }
         }
         let socket = daemon.socket
-        let health = Thread {
-            while !stop.isSet {
-                let started = Date()
-                let r = try? Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
-                healthStats.add(Date().timeIntervalSince(started), failed: r?.status != 0)
-                usleep(100_000)
-            }
-        }
         reader.start()
-        health.start()
+        let health = healthLoop(socket: socket, stats: healthStats, until: stop, pause: 100_000)
         let attack = try Shell.run(["python3", Build.fixture("hostile_clients.py"), "20", "2000",
                                     "unix:\(daemon.socket)", "tcp:127.0.0.1:\(metricsPort)", "tcp:127.0.0.1:\(peerPort)"])
         stop.set()
