@@ -63,7 +63,7 @@ import Testing
         }
 
         func launch() throws {
-            try sh("\(ferryd) --backend fscache --state-dir \(state) --socket \(socket) --plain-http \(registryHost) --log-level debug \(extra) >> \(log) 2>&1 &")
+            try sh("\(ferryd) --backend fscache --state-dir \(state) --socket \(socket) --plain-http \(registryHost) --containerd-snapshotter-socket \"\" --log-level debug \(extra) >> \(log) 2>&1 &")
             for _ in 0..<300 {
                 if (try? sh("\(FscacheGuestTests.ferry) status --socket \(socket)", check: false))?.status == 0 { return }
                 usleep(100_000)

@@ -28,7 +28,7 @@ import Testing
         let out = ws.sub("vm-out")
         let xctest = Build.binDirectory + "/FerryPackageTests.xctest"
         let result = try Shell.run([
-            Build.packageRoot + "/Tools/vm", "--timeout", "1500", "--memory", "2048", "--out", out,
+            Build.packageRoot + "/Tools/vm", "--timeout", "2700", "--memory", "2048", "--out", out,
             "--env", "FERRY_FSCACHE_FIXTURE=\(fixture)", "--env", "FERRY_BIN=\(Build.binDirectory)",
             "--", xctest, "--testing-library", "swift-testing", "--filter", "FscacheGuestTests",
         ])
