@@ -8,7 +8,9 @@ import Synchronization
 
 /// What a listener tolerates from its clients. Every bound is per listener.
 public struct HTTPServerLimits: Sendable {
-    /// Connections open at once; more are closed as soon as they are accepted.
+    /// Connections open at once. At the limit a newcomer takes the place of the oldest connection
+    /// that has not sent its request within `admissionGrace`; while there is none, further
+    /// connections wait in the kernel's listen backlog.
     public var maximumConnections: Int
     /// Bytes a request body may have (0: none; a request with a body is refused with 413).
     public var maximumBodyBytes: Int
@@ -17,17 +19,21 @@ public struct HTTPServerLimits: Sendable {
     public var requestTimeout: TimeAmount
     /// Time to write the response.
     public var writeTimeout: TimeAmount
+    /// Time a new connection has to send its request before a newcomer may take its place when
+    /// the listener is full (a client that connects and asks at once is never pushed out by a flood).
+    public var admissionGrace: TimeAmount
 
     public init(maximumConnections: Int, maximumBodyBytes: Int, requestTimeout: TimeAmount = .seconds(10),
-                writeTimeout: TimeAmount = .seconds(10)) {
+                writeTimeout: TimeAmount = .seconds(10), admissionGrace: TimeAmount = .milliseconds(500)) {
         self.maximumConnections = maximumConnections
         self.maximumBodyBytes = maximumBodyBytes
         self.requestTimeout = requestTimeout
         self.writeTimeout = writeTimeout
+        self.admissionGrace = admissionGrace
     }
 
     /// The control socket: local clients (`ferry`, `curl --unix-socket`), small JSON bodies.
-    public static let controlSocket = HTTPServerLimits(maximumConnections: 128, maximumBodyBytes: 1 << 20)
+    public static let controlSocket = HTTPServerLimits(maximumConnections: 512, maximumBodyBytes: 1 << 20)
     /// A TCP port anyone on the network may reach (metrics, peers): no bodies at all.
     public static let networkPort = HTTPServerLimits(maximumConnections: 512, maximumBodyBytes: 0)
 }
@@ -50,13 +56,14 @@ public final class HTTPListener: Sendable {
     /// Unix socket's mode is set before it listens); NIO takes the descriptor over.
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
                              handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
-        let connections = ConnectionTable()
+        let connections = ConnectionTable(limit: limits.maximumConnections, grace: limits.admissionGrace)
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(ChannelOptions.backlog, value: 256)
-            .childChannelInitializer { channel in
-                guard connections.admit(channel, limit: limits.maximumConnections) else {
-                    return channel.close()
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AdmissionGate(connections: connections))
                 }
+            }
+            .childChannelInitializer { channel in
                 channel.closeFuture.whenComplete { _ in connections.remove(channel) }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -71,35 +78,40 @@ public final class HTTPListener: Sendable {
 }
 
 /// The open connections of one listener. At the limit a new connection is admitted by closing
-/// the oldest one that has not finished sending its request (an idle or slow client), so clients
-/// that ask and go — `ferry`, a health check, Prometheus — are served however many idle
-/// connections someone holds open; only when every connection is busy answering is a new one refused.
+/// the oldest one that has not finished sending its request although it has had the grace time to
+/// (an idle or slow client), so clients that ask and go — `ferry`, a health check, Prometheus —
+/// are served however many idle connections someone holds open. While no connection can make
+/// room (all are answering, or all are younger than the grace), newcomers wait (`AdmissionGate`).
 final class ConnectionTable: Sendable {
     private struct Entry {
         var channel: any Channel
-        var opened: UInt64
+        var opened: NIODeadline
         var busy: Bool
     }
-    private struct State {
-        var entries: [ObjectIdentifier: Entry] = [:]
-        var sequence: UInt64 = 0
-    }
-    private let state = Mutex(State())
+    private let limit: Int
+    private let grace: TimeAmount
+    private let entries = Mutex([ObjectIdentifier: Entry]())
 
-    /// Admits `channel`, closing the oldest waiting connection if the table is full; false when
-    /// every connection is busy.
-    func admit(_ channel: any Channel, limit: Int) -> Bool {
-        let evicted = state.withLock { s -> (any Channel)?? in
+    init(limit: Int, grace: TimeAmount) {
+        self.limit = limit
+        self.grace = grace
+    }
+
+    /// Admits `channel` if there is room or room can be made by closing an old waiting
+    /// connection; false when `channel` has to wait.
+    func admit(_ channel: any Channel, now: NIODeadline = .now()) -> Bool {
+        let evicted = entries.withLock { entries -> (any Channel)?? in
             var victim: (any Channel)? = nil
-            if s.entries.count >= limit {
-                guard let oldest = s.entries.filter({ !$0.value.busy }).min(by: { $0.value.opened < $1.value.opened }) else {
+            if entries.count >= limit {
+                let oldEnough = now - grace
+                guard let oldest = entries.filter({ !$0.value.busy && $0.value.opened <= oldEnough })
+                        .min(by: { $0.value.opened < $1.value.opened }) else {
                     return .none
                 }
-                s.entries.removeValue(forKey: oldest.key)
+                entries.removeValue(forKey: oldest.key)
                 victim = oldest.value.channel
             }
-            s.sequence += 1
-            s.entries[ObjectIdentifier(channel)] = Entry(channel: channel, opened: s.sequence, busy: false)
+            entries[ObjectIdentifier(channel)] = Entry(channel: channel, opened: now, busy: false)
             return .some(victim)
         }
         guard let evicted else { return false }
@@ -109,11 +121,66 @@ final class ConnectionTable: Sendable {
 
     /// The connection's request is complete and being answered: never evicted from now on.
     func markBusy(_ channel: any Channel) {
-        state.withLock { $0.entries[ObjectIdentifier(channel)]?.busy = true }
+        entries.withLock { $0[ObjectIdentifier(channel)]?.busy = true }
     }
 
     func remove(_ channel: any Channel) {
-        _ = state.withLock { $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+}
+
+/// Sits on the listening channel, in front of NIO's accept handler: passes each accepted
+/// connection on once `ConnectionTable` admits it. A connection that has to wait is held (it has
+/// sent nothing the server reads yet), accepting pauses so that further clients queue in the
+/// kernel's listen backlog in arrival order, and admission is retried every few milliseconds.
+final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    private let connections: ConnectionTable
+    // Touched only on the listening channel's event loop.
+    private var waiting: [any Channel] = []
+    private var retry: Scheduled<Void>?
+
+    init(connections: ConnectionTable) { self.connections = connections }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        if waiting.isEmpty && connections.admit(child) {
+            context.fireChannelRead(wrapInboundOut(child))
+            return
+        }
+        waiting.append(child)
+        if retry == nil {
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            scheduleRetry(context: context)
+        }
+    }
+
+    private func scheduleRetry(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        retry = context.eventLoop.scheduleTask(in: .milliseconds(5)) {
+            let (this, context) = bound.value
+            this.retry = nil
+            this.admitWaiting(context: context)
+        }
+    }
+
+    private func admitWaiting(context: ChannelHandlerContext) {
+        while let child = waiting.first {
+            guard connections.admit(child) else { return scheduleRetry(context: context) }
+            waiting.removeFirst()
+            context.fireChannelRead(wrapInboundOut(child))
+        }
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        retry?.cancel()
+        retry = nil
+        for child in waiting { child.close(promise: nil) }
+        waiting = []
+        context.fireChannelInactive()
     }
 }
 
