@@ -131,6 +131,9 @@ public struct BootstrapMetadata: Sendable, Hashable {
             for b in 0..<blobCount {
                 let digest = try r.raw(32)
                 let compressedSize = try r.u64(), uncompressedSize = try r.u64()
+                guard compressedSize <= maximumBlobSize, uncompressedSize <= maximumBlobSize else {
+                    throw BlobError.malformedMetadata(what: what, reason: "blob \(b) claims \(max(compressedSize, uncompressedSize)) bytes, more than \(maximumBlobSize)")
+                }
                 let chunkCount = Int(try r.u32())
                 _ = try r.u32()
                 guard chunkCount <= (section.count - r.offset) / 40 else {
@@ -145,7 +148,14 @@ public struct BootstrapMetadata: Sendable, Hashable {
                     guard let kind = ChunkCompression(rawValue: UInt8(packed >> 24)) else {
                         throw BlobError.malformedMetadata(what: what, reason: "blob \(b) chunk \(c): unknown compression")
                     }
-                    let chunk = ChunkInfo(uncompressedOffset: uncompressedOffset, uncompressedSize: (packed & 0x00ff_ffff) + 1,
+                    let size = (packed & 0x00ff_ffff) + 1
+                    guard size <= UInt32(1) << log2 else {
+                        throw BlobError.malformedMetadata(what: what, reason: "blob \(b) chunk \(c): \(size) bytes, more than the chunk size 2^\(log2)")
+                    }
+                    guard compressedSize <= maximumCompressedSize(uncompressedSize: size) else {
+                        throw BlobError.malformedMetadata(what: what, reason: "blob \(b) chunk \(c): \(compressedSize) compressed bytes for \(size), more than any codec makes")
+                    }
+                    let chunk = ChunkInfo(uncompressedOffset: uncompressedOffset, uncompressedSize: size,
                                           compressedOffset: compressedOffset, compressedSize: compressedSize,
                                           compression: kind, digest: chunkDigest)
                     uncompressedOffset += chunk.alignedSize

@@ -28,6 +28,16 @@ public enum ChunkCompression: UInt8, Sendable, Hashable, CustomStringConvertible
     }
 }
 
+/// The largest blob (compressed or uncompressed) a chunk table may describe: 2^48 bytes (256 TiB).
+/// Larger claims are refused when the table is read, so sizes never overflow offsets or the
+/// kernel's signed 64-bit file sizes.
+public let maximumBlobSize: UInt64 = 1 << 48
+
+/// The most bytes a chunk of `uncompressedSize` bytes may take compressed: LZ4's and zstd's
+/// worst-case bounds are below `n + n/128 + 1 KiB` (`LZ4_COMPRESSBOUND`, `ZSTD_COMPRESSBOUND`);
+/// a table claiming more is refused rather than trusted with a multi-GiB allocation.
+public func maximumCompressedSize(uncompressedSize n: UInt32) -> UInt32 { n + n / 128 + 1024 }
+
 /// The block size of a blob's uncompressed address space: every chunk starts on a 4 KiB boundary
 /// there, because EROFS chunk indexes address devices in blocks.
 public let blobBlockSize: UInt64 = 4096
@@ -88,6 +98,32 @@ public struct BlobInfo: Sendable, Hashable {
 
     /// Lower-case hex of `digest`: the device tag and the hex part of the OCI digest.
     public var hexDigest: String { hexString(digest) }
+
+    /// SHA-256 of this blob's chunk table (its digest, sizes and every chunk's sizes, compression
+    /// and digest, little-endian as in the bootstrap's section). Two images that name the same
+    /// blob digest share cached state only when this matches too: a blob digest alone is a
+    /// claim the chunk table makes, and an image could otherwise put its own bytes under a
+    /// popular blob's name for every later image.
+    public var chunkTableDigest: [UInt8] {
+        var w = LittleEndianWriter(capacity: 56 + 40 * chunks.count)
+        w.raw(digest)
+        w.u64(compressedSize)
+        w.u64(uncompressedSize)
+        w.u32(UInt32(truncatingIfNeeded: chunks.count))
+        for chunk in chunks {
+            w.raw(chunk.digest)
+            w.u64(chunk.uncompressedOffset)
+            w.u64(chunk.compressedOffset)
+            w.u32(chunk.compressedSize)
+            w.u32(chunk.uncompressedSize)
+            w.u8(chunk.compression.rawValue)
+        }
+        return SHA256.hash(w.bytes)
+    }
+
+    /// The name of this blob's cached state (a fanotify cache file, a fscache object record):
+    /// the blob digest and the first 128 bits of `chunkTableDigest`, in hex.
+    public var cacheKey: String { hexDigest + "-" + hexString(chunkTableDigest).prefix(32) }
 
     /// Indexes of the chunks that overlap `range` of the uncompressed address space
     /// (padding between chunks belongs to the chunk before it).

@@ -70,7 +70,7 @@ public final class FerryDaemon: Sendable {
         for id in Set(mounts.values.compactMap(\.imageID)) {
             guard let image = images[id] else { continue }
             for blob in image.metadata.blobs {
-                pinned.blobs.insert(blob.hexDigest)
+                pinned.blobs.insert(blob.cacheKey)
                 for chunk in blob.chunks { pinned.chunks.insert(hexString(chunk.digest)) }
             }
         }

@@ -156,7 +156,7 @@ extension DaemonAssembly {
             }
             if holdDeviceInProcess { try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket) }
         }
-        return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, logger: logger)
+        return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, domainRecords: state + "/fscache-domains", logger: logger)
     }
 }
 

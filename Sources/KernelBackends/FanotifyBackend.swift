@@ -22,6 +22,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     private let metrics: DaemonMetrics
     private let ownPID = ProcessInfoRaw.pid
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
+    /// Cache files by `BlobInfo.cacheKey`.
     private let blobs = Mutex<[String: CacheFile]>([:])
     /// Events for files not (yet) attached, held while a restarted ferryd re-attaches its images.
     private let parked = Mutex<[FanotifyEvent]?>(nil)
@@ -114,10 +115,14 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         blobs.withLock { $0.values.reduce(0) { $0 + ((try? $1.descriptor.allocatedBytes()) ?? 0) } }
     }
 
-    /// The cache file of `blob`, created (sparse) and marked on first use, shared by every image.
+    /// The cache file of `blob`, created (sparse) and marked on first use, shared by the images
+    /// whose chunk tables for it are the same (`BlobInfo.cacheKey`: blob digest and chunk-table
+    /// digest). An image that names a known blob digest with another chunk table gets a cache file
+    /// of its own, so it can neither read nor write another image's bytes.
     private func cacheFile(for blob: BlobInfo, image: RegisteredImage) throws -> CacheFile {
-        if let existing = blobs.withLock({ $0[blob.hexDigest] }) { return existing }
-        let path = "\(cacheDirectory)/\(blob.hexDigest).blob"
+        let key = blob.cacheKey
+        if let existing = blobs.withLock({ $0[key] }) { return existing }
+        let path = "\(cacheDirectory)/\(key).blob"
         let fd = try FileDescriptor.open(path, .createReadWrite)
         do {
             if try fd.size() != blob.uncompressedSize {
@@ -148,8 +153,8 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             }
             let identity = try fd.identity()
             let winner: CacheFile = blobs.withLock { map in
-                if let raced = map[blob.hexDigest] { return raced }
-                map[blob.hexDigest] = file
+                if let raced = map[key] { return raced }
+                map[key] = file
                 return file
             }
             if winner === file { files.withLock { $0[identity] = file } }

@@ -26,12 +26,17 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
     private let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
-    /// What ferryd can serve: fsid → the mount's image and volume; blob digest → its image.
+    /// What ferryd can serve: fsid → the mount's image and volume; per volume, device tag (blob
+    /// digest) → the blob's chunk table and the image that registered it. A blob is looked up only
+    /// in the volume of the mount that opens it: the mounting image's own, or the domain it shares.
     private struct Catalog {
         var fsids: [String: (image: RegisteredImage, volume: String)] = [:]
-        var blobs: [String: (blob: BlobInfo, image: RegisteredImage)] = [:]
+        var blobs: [String: [String: (blob: BlobInfo, image: RegisteredImage)]] = [:]
         var volumes: Set<String> = []
     }
+    /// Where the chunk table each shared domain first used for a blob is recorded (one file per
+    /// domain and tag), so a conflicting image is refused after a restart too; nil: not recorded.
+    private let domainRecords: String?
     private let catalog = Mutex(Catalog())
     /// Open objects by the kernel's object id.
     private let objects = Mutex<[UInt32: FscacheObject]>([:])
@@ -41,8 +46,11 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
     /// - Parameters:
     ///   - device: `/dev/cachefiles`, already bound (`bindOnDemand`) or taken over from a
     ///     previous ferryd (then `restore` is written when serving starts).
-    public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(), logger: Logger) throws {
+    ///   - domainRecords: a directory for the chunk tables that shared domains use (see `attach`).
+    public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
+                domainRecords: String? = nil, logger: Logger) throws {
         self.device = device
+        self.domainRecords = domainRecords
         self.ring = try RingService(entries: 64)
         self.store = store
         self.gate = gate
@@ -63,22 +71,62 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
         "ferry-" + hexString(SHA256.hash(Array("\(imageID)\n\(mountpoint)".utf8))).prefix(24)
     }
 
+    /// Registers the mount's fsid and its blobs in its volume. In a shared domain the kernel keys
+    /// a blob's cache object by its device tag (the blob digest) alone and keeps its data across
+    /// mounts, so every image in a domain must describe a shared blob with the same chunk table:
+    /// an image whose table differs from the one the domain uses is refused (else it would read,
+    /// or decide, the other images' bytes).
     public func attach(_ image: RegisteredImage, mount: MountRequest) throws -> MountPlan {
         let fsid = Self.fsid(imageID: image.id, mountpoint: mount.mountpoint)
         let volume = "erofs," + (mount.domainID ?? fsid)
-        catalog.withLock { c in
+        if let domain = mount.domainID { try recordTables(of: image, domain: domain) }
+        try catalog.withLock { c in
+            var blobs = c.blobs[volume] ?? [:]
+            for blob in image.metadata.blobs {
+                if let known = blobs[blob.hexDigest], known.blob.cacheKey != blob.cacheKey {
+                    throw DaemonError.mountFailed(target: mount.mountpoint, reason: """
+                        blob \(blob.hexDigest.prefix(12)) has another chunk table in image \(image.reference) than in \
+                        \(known.image.reference), already mounted in domain \(mount.domainID ?? "-"); mount it in another domain
+                        """)
+                }
+                if blobs[blob.hexDigest] == nil { blobs[blob.hexDigest] = (blob, image) }
+            }
+            c.blobs[volume] = blobs
             c.fsids[fsid] = (image, volume)
             c.volumes.insert(volume)
-            for blob in image.metadata.blobs where c.blobs[blob.hexDigest] == nil {
-                c.blobs[blob.hexDigest] = (blob, image)
-            }
         }
         return .fscache(fsid: fsid, domainID: mount.domainID)
     }
 
+    /// Records the cache key of each blob the first time `domain` uses it, and refuses an image
+    /// whose key differs from a recorded one (the kernel's cache for the domain may hold the
+    /// earlier table's bytes, whoever is mounted now).
+    private func recordTables(of image: RegisteredImage, domain: String) throws {
+        guard let domainRecords else { return }
+        let directory = "\(domainRecords)/\(hexString(SHA256.hash(Array(domain.utf8))).prefix(32))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for blob in image.metadata.blobs {
+            let path = "\(directory)/\(blob.hexDigest)"
+            if let recorded = FileManager.default.contents(atPath: path).map({ String(decoding: $0, as: UTF8.self) }) {
+                guard recorded == blob.cacheKey else {
+                    throw DaemonError.mountFailed(target: domain, reason: """
+                        blob \(blob.hexDigest.prefix(12)) of \(image.reference) has another chunk table than the one domain \
+                        \(domain) cached it with; mount it in another domain
+                        """)
+                }
+                continue
+            }
+            try writeFileAtomically(Array(blob.cacheKey.utf8), to: path, permissions: 0o600)
+        }
+    }
+
     public func detach(_ image: RegisteredImage, mount: MountRequest) {
         let fsid = Self.fsid(imageID: image.id, mountpoint: mount.mountpoint)
-        catalog.withLock { c in _ = c.fsids.removeValue(forKey: fsid) }
+        catalog.withLock { c in
+            _ = c.fsids.removeValue(forKey: fsid)
+            // A volume of its own ends with the mount; a shared domain's blobs stay for its other images.
+            if mount.domainID == nil { c.blobs["erofs," + fsid] = nil }
+        }
     }
 
     /// Serves requests through io_uring until `stop()`.
@@ -158,7 +206,7 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
             if let entry = c.fsids[key], entry.volume == open.volumeKey {
                 return .bootstrap(path: entry.image.bootstrapPath, stats: entry.image.stats)
             }
-            if let entry = c.blobs[key] { return .blob(entry.blob, entry.image) }
+            if let entry = c.blobs[open.volumeKey]?[key] { return .blob(entry.blob, entry.image) }
             return nil
         }
         guard let content else {

@@ -85,3 +85,54 @@ import FerrySystem
         #expect(blob.chunkIndexes(overlapping: 40000..<50000).isEmpty)
     }
 }
+
+/// Chunk tables are read with bounds: a chunk may not claim more compressed bytes than a codec
+/// makes, nor more uncompressed bytes than the chunk size, and a blob may not claim more than
+/// `maximumBlobSize` (a 2^63-byte blob trapped in the fscache backend, a 4 GiB chunk was
+/// allocated as claimed).
+@Suite struct ChunkTableBoundsTests {
+    static func decode(_ meta: BootstrapMetadata) throws -> BootstrapMetadata {
+        let encoded = meta.encode(at: 0)
+        let footer = try BootstrapMetadata.decodeFooter(Array(encoded.suffix(BootstrapMetadata.footerSize)), what: "test")
+        return try BootstrapMetadata.decode(section: Array(encoded.dropLast(BootstrapMetadata.footerSize)), footer: footer, what: "test")
+    }
+
+    static func blob(uncompressedSize: UInt64 = 8192, chunkSize: UInt32 = 5000, compressedSize: UInt32 = 100) -> BlobInfo {
+        let chunk = ChunkInfo(uncompressedOffset: 0, uncompressedSize: chunkSize, compressedOffset: 0, compressedSize: compressedSize,
+                              compression: .lz4, digest: [UInt8](repeating: 7, count: 32))
+        return BlobInfo(digest: [UInt8](repeating: 1, count: 32), compressedSize: UInt64(compressedSize), uncompressedSize: uncompressedSize,
+                        chunks: [chunk])
+    }
+
+    @Test func aSensibleTableIsRead() throws {
+        let meta = BootstrapMetadata(chunkSizeLog2: 20, compression: .lz4, blobs: [Self.blob()])
+        #expect(try Self.decode(meta) == meta)
+    }
+
+    @Test(arguments: [
+        (ChunkTableBoundsTests.blob(compressedSize: UInt32.max), "compressed bytes"),
+        (ChunkTableBoundsTests.blob(chunkSize: 2 << 20, compressedSize: 100), "more than the chunk size"),
+        (ChunkTableBoundsTests.blob(uncompressedSize: 1 << 63), "more than"),
+    ])
+    func oversizedClaimsAreRefused(blob: BlobInfo, reason: String) {
+        let meta = BootstrapMetadata(chunkSizeLog2: 20, compression: .lz4, blobs: [blob])
+        #expect {
+            _ = try Self.decode(meta)
+        } throws: { error in
+            "\(error)".contains(reason)
+        }
+    }
+
+    /// The cache key changes with any part of the chunk table, not only with the blob digest.
+    @Test func theCacheKeyCoversTheChunkTable() {
+        let a = Self.blob()
+        var b = a
+        b.chunks[0].digest[0] ^= 1
+        var c = a
+        c.chunks[0].compressedSize += 1
+        #expect(a.cacheKey.hasPrefix(a.hexDigest + "-"))
+        #expect(a.cacheKey == Self.blob().cacheKey)
+        #expect(Set([a.cacheKey, b.cacheKey, c.cacheKey]).count == 3)
+        #expect(a.hexDigest == b.hexDigest)
+    }
+}
