@@ -296,6 +296,16 @@ public final class FerryDaemon: Sendable {
                 _ = try await mountSyscalls.run { try backend.attach(image, mount: request) }
                 state.withLock { $0.mounts[entry.mountpoint] = MountEntry(imageID: image.id, domainID: entry.domain, phase: .mounted) }
                 logger.notice("re-attached mount of a previous ferryd", metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
+                if (backend as? any DetectsLostKernelState)?.startedAfresh == true {
+                    // Marked again by `attach`; what readers got meanwhile may sit in the page cache.
+                    let dropped = try await mountSyscalls.run { PageCache.dropCachedPages(under: entry.mountpoint) }
+                    logger.critical("""
+                        the kernel state of the previous ferryd was lost (its fanotify group ended with its holder): until now, \
+                        reads of ranges not yet fetched were unguarded and got zeros; the mount is guarded again and its cached \
+                        pages were dropped, so reads from now on are correct, but a program that read meanwhile may hold zeros \
+                        (restart its containers)
+                        """, metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)", "files dropped": "\(dropped)"])
+                }
             } catch {
                 logger.error("cannot re-attach mount", metadata: ["at": "\(entry.mountpoint)", "error": "\(error)"])
             }

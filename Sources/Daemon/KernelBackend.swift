@@ -41,6 +41,16 @@ public protocol KernelBackend: AnyObject, Sendable {
     func endRestore()
 }
 
+/// A backend whose kernel state can be lost between two ferryds: the fanotify group dies with its
+/// last holder, and with it the marks that guard the cache files' unfilled ranges. Until the next
+/// ferryd marks them again, reads of those ranges get the holes' zeros, and the mounts' page
+/// cache keeps them.
+public protocol DetectsLostKernelState: KernelBackend {
+    /// True when this backend started with new kernel state although mounts of a previous
+    /// ferryd may still exist (it found no group to take over).
+    var startedAfresh: Bool { get }
+}
+
 /// One image the daemon serves: its bootstrap, chunk tables and the sources of its blobs.
 public final class RegisteredImage: Sendable {
     /// A stable id: the hex digest of the converted image's manifest.

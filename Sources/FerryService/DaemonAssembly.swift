@@ -108,6 +108,7 @@ extension DaemonAssembly {
                                     logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/fanotify-group.sock"
         let group: FanotifyGroup
+        var startedAfresh = false
         if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.fanotifyGroup }) {
             group = FanotifyGroup(adopting: stored.fd)
             let orphans = FanotifyGroupHolder.answerOrphans(of: group)
@@ -124,11 +125,12 @@ extension DaemonAssembly {
             } catch {
                 throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
             }
-            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
+            startedAfresh = true
         }
         return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits,
-                                   metrics: metrics, logger: logger)
+                                   metrics: metrics, startedAfresh: startedAfresh, logger: logger)
     }
 
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous

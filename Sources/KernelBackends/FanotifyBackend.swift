@@ -11,8 +11,9 @@ import Synchronization
 /// the group, ferryd fills the range (verified chunks, written in place) and answers
 /// `FAN_ALLOW`, or denies with `EIO` when the data cannot be had: a reader never sees an
 /// unfilled range.
-public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth, EvictsCachedBlobs {
+public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth, EvictsCachedBlobs, DetectsLostKernelState {
     public let name = "fanotify"
+    public let startedAfresh: Bool
     private let group: FanotifyGroup
     private let cacheDirectory: String
     private let store: ChunkStore?
@@ -56,9 +57,12 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
 
     /// - Parameter group: a pre-content group; pass one inherited from a previous ferryd to take
     ///   over its marks (pending events are then re-read and served).
+    ///   - startedAfresh: the group is new although a previous ferryd may have left mounts
+    ///     (`DetectsLostKernelState`).
     public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
-                metrics: DaemonMetrics = DaemonMetrics(), logger: Logger) throws {
+                metrics: DaemonMetrics = DaemonMetrics(), startedAfresh: Bool = false, logger: Logger) throws {
         self.metrics = metrics
+        self.startedAfresh = startedAfresh
         self.group = group
         self.cacheDirectory = cacheDirectory
         self.store = store

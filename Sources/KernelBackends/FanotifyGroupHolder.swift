@@ -15,8 +15,12 @@ public enum FanotifyGroupHolder {
     static let none: UInt8 = 0x6e
 
     /// Runs the holder: serves `get` and `put` requests on `socketPath` forever.
+    /// It leaves ferryd's session and ignores termination signals: a Ctrl-C in ferryd's terminal or
+    /// a kill of its process group must not take the group down (only a SIGKILL aimed at the
+    /// holder, or a reboot, does; the next ferryd then says so and recovers the mounts).
     public static func serve(socketPath: String) throws -> Never {
         ProcessInfoRaw.unblockAllSignals()
+        ProcessDetachment.detachAndIgnoreTermination()
         let listener = try UnixSocket.listen(at: socketPath, permissions: 0o600)
         var held: [FileDescriptor] = []
         while true {
@@ -83,7 +87,8 @@ public enum FanotifyGroupHolder {
     /// readers fail instead of blocking forever. The kernel matches a response by the event's fd
     /// number in the reader's table, which died with it; so every plausible number is tried. Call
     /// before reading any event yourself.
-    public static func answerOrphans(of group: FanotifyGroup, upTo limit: Int32 = 4096) -> [Int32] {
+    /// `limit` defaults to this process's descriptor limit (the dead ferryd had the same unit's).
+    public static func answerOrphans(of group: FanotifyGroup, upTo limit: Int32 = Int32(clamping: ProcessLimits.openFileSoftLimit())) -> [Int32] {
         var answered: [Int32] = []
         for fd in 0..<limit where (try? group.respond(to: fd, .denyWithErrno(5))) != nil {
             answered.append(fd)

@@ -202,7 +202,7 @@ final class MountStorm {
         if reader.isExecuting || health.isExecuting {
             stuck.append("reader or health checker still blocked 30 s after the mounts ended: ferryd stopped serving")
             daemon.kill()
-            _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(daemon.stateDirectory)/"])
+            _ = try? Shell.run(["pkill", "-9", "-f", "hold-group --socket \(daemon.stateDirectory)/"])
             while reader.isExecuting || health.isExecuting { usleep(10_000) }
             return Outcome(seconds: seconds, mountFailures: failures.values + stuck, wrongBytes: wrong.values,
                            reads: readerStats.count, longestReadMs: Int(readerStats.longest * 1000),

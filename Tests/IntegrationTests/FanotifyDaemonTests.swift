@@ -359,4 +359,40 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
         #expect(diff.isEmpty, "\(diff.joined(separator: "\n"))\n\(daemon.log.suffix(2000))")
     }
+
+    /// ferryd and its group holder both killed: the group dies and with it the marks that guard
+    /// unfilled ranges. The next ferryd notices (it finds no group while its mounts are still
+    /// there), says so, marks the cache files again and drops the mount's cached pages: reads from
+    /// then on are right, including a file read (unguarded) while nothing ran. Before, it
+    /// re-attached silently and the page cache kept what was read meanwhile.
+    @Test func aLostGroupIsReportedAndReadsAfterwardsAreRight() throws {
+        guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
+        let ws = try Workspace("fan-lost-group")
+        let (image, reference, _, registry) = try FanotifyDaemonTests.converted(ws)
+        let daemon = try FanotifyDaemonTests.daemon(ws, registry)
+        let mnt = try FanotifyDaemonTests.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? Shell.run(["umount", "-l", mnt]) }
+        let readFirst = "etc/shared", readUnguarded = "usr/lib/odd-size"
+        #expect(FileManager.default.contents(atPath: "\(mnt)/\(readFirst)") == FileManager.default.contents(atPath: "\(image.reference)/\(readFirst)"))
+
+        // A plain kill of the holder's process group or a Ctrl-C does not end it (own session, ignores them).
+        _ = try Shell.run(["pkill", "-TERM", "-f", "hold-group --socket \(daemon.stateDirectory)/"])
+        usleep(200_000)
+        #expect(try Shell.run(["pgrep", "-f", "hold-group --socket \(daemon.stateDirectory)/"]).status == 0, "the holder ignores SIGTERM")
+
+        daemon.kill()
+        _ = try Shell.run(["pkill", "-9", "-f", "hold-group --socket \(daemon.stateDirectory)/"])
+        usleep(300_000)
+        // Nothing guards the mount now: what a reader gets is the kernel's business (see Kernel-Notes/fanotify-precontent.md).
+        let want = FileManager.default.contents(atPath: "\(image.reference)/\(readUnguarded)")
+        let meanwhile = FileManager.default.contents(atPath: "\(mnt)/\(readUnguarded)")
+        let verdict = meanwhile == nil ? "error" : meanwhile == want ? "right bytes" : (meanwhile!.allSatisfy { $0 == 0 } ? "zeros" : "wrong bytes")
+        print("lost group: \(readUnguarded) read while no group existed gave \(verdict)")
+
+        let successor = try FanotifyDaemonTests.daemon(ws, registry)
+        #expect(successor.log.contains("kernel state of the previous ferryd was lost"), "\(successor.log.suffix(3000))")
+        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
+        #expect(diff.isEmpty, "after the successor, every byte is right:\n\(diff.joined(separator: "\n"))\n\(successor.log.suffix(2000))")
+    }
 }

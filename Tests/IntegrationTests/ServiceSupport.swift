@@ -124,7 +124,7 @@ final class ServiceManagerStandIn: @unchecked Sendable {
         for entry in store { try? entry.fd.close() }
         // Any ferryd of this state directory a test left behind (e.g. one it restarted by hand).
         _ = try? Shell.run(["pkill", "-9", "-f", "--", "--state-dir \(stateDirectory) "])
-        _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(stateDirectory)/"])
+        _ = try? Shell.run(["pkill", "-9", "-f", "hold-group --socket \(stateDirectory)/"])
     }
 }
 

@@ -56,6 +56,6 @@ final class DaemonProcess {
     deinit {
         kill()
         // The fanotify group holder outlives ferryd on purpose; a test's holder ends with the test.
-        if endsGroupHolder { _ = try? Shell.run(["pkill", "-f", "hold-group --socket \(stateDirectory)/"]) }
+        if endsGroupHolder { _ = try? Shell.run(["pkill", "-9", "-f", "hold-group --socket \(stateDirectory)/"]) }
     }
 }
