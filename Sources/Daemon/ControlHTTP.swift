@@ -112,7 +112,8 @@ extension ControlHTTP {
     /// answering each request with `handler`, until the returned listener is closed.
     @discardableResult
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
+                             admit: (@Sendable (_ remoteIP: String?) -> Bool)? = nil,
                              handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
-        try HTTPListener.serve(listener: listener, limits: limits, handler: handler)
+        try HTTPListener.serve(listener: listener, limits: limits, admit: admit, handler: handler)
     }
 }

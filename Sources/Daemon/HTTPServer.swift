@@ -54,7 +54,10 @@ public final class HTTPListener: Sendable {
 
     /// Serves on an already bound and listening socket (ferryd binds its sockets itself, so a
     /// Unix socket's mode is set before it listens); NIO takes the descriptor over.
+    /// `admit`, when given, is asked for each new connection's remote IP address; a connection it
+    /// refuses is closed before anything is read or sent.
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
+                             admit: (@Sendable (_ remoteIP: String?) -> Bool)? = nil,
                              handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
         let connections = ConnectionTable(limit: limits.maximumConnections, grace: limits.admissionGrace)
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -65,6 +68,7 @@ public final class HTTPListener: Sendable {
             }
             .childChannelInitializer { channel in
                 channel.closeFuture.whenComplete { _ in connections.remove(channel) }
+                if let admit, !admit(channel.remoteAddress?.ipAddress) { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)

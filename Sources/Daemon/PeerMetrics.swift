@@ -23,6 +23,8 @@ public final class PeerMetrics: Sendable {
         public var misses = 0
         /// Requests turned away by the rate limit.
         public var rejected = 0
+        /// Connections closed unanswered because they came from an address not in the peer list.
+        public var refusedAddresses = 0
     }
 
     private let perPeer = Mutex<[String: PerPeer]>([:])

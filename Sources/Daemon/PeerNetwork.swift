@@ -21,9 +21,13 @@ public struct PeerOptions: Sendable {
     public var serveRateLimit: UInt64
     /// Requests the server handles at once; more are answered 503 (the asker goes elsewhere).
     public var serveConcurrency: Int
+    /// Requests per second for chunks the store does not hold (each costs a lookup, and with
+    /// `fetch=1` a registry fetch); more are answered 503. 0: no limit.
+    public var missesPerSecond: Int
 
     public init(requestTimeout: Duration = .seconds(10), parallelRequests: Int = 8, serveRateLimit: UInt64 = 0,
-                serveConcurrency: Int = 64) {
+                serveConcurrency: Int = 64, missesPerSecond: Int = 256) {
+        self.missesPerSecond = max(0, missesPerSecond)
         self.requestTimeout = requestTimeout
         self.parallelRequests = max(1, parallelRequests)
         self.serveRateLimit = serveRateLimit
@@ -132,6 +136,8 @@ public final class PeerNetwork: Sendable {
         metric("served_bytes_total", "Bytes this node served to peers.", "counter", [("", "\(served.bytes)")])
         metric("served_misses_total", "Peer requests for chunks this node could not serve.", "counter", [("", "\(served.misses)")])
         metric("served_rejected_total", "Peer requests turned away by the rate limit.", "counter", [("", "\(served.rejected)")])
+        metric("served_refused_addresses_total", "Peer-port connections closed unanswered: from an address not in the peer list.", "counter",
+               [("", "\(served.refusedAddresses)")])
         metric("home_fetches_total", "Chunks this node fetched from its own sources as their home.", "counter",
                [("", "\(metrics.homeFetches.current)")])
         metric("fallback_chunks_total", "Chunks fetched from this node's own sources after peers failed.", "counter",

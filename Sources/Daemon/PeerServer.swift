@@ -23,8 +23,18 @@ extension PeerNetwork {
             throw DaemonError.configuration("peer_listen \"\(address)\" is not host:port with a numeric address")
         }
         let (listener, bound) = try TCPSocket.listen(host: host, port: port)
-        let limiter = PeerServeLimiter(concurrency: options.serveConcurrency, bytesPerSecond: options.serveRateLimit)
-        try ControlHTTP.serve(listener: listener, limits: .networkPort) { [self] request in await serve(request, limiter: limiter) }
+        let limiter = PeerServeLimiter(concurrency: options.serveConcurrency, bytesPerSecond: options.serveRateLimit,
+                                       missesPerSecond: options.missesPerSecond)
+        let peers = self.peers, metrics = self.metrics
+        try ControlHTTP.serve(listener: listener, limits: .networkPort, admit: { remote in
+            // Only the configured peers (this node's own address among them) are served: a
+            // connection from any other address is closed unanswered.
+            guard let ip = remote, peers.admits(address: ip) else {
+                metrics.updateServed { $0.refusedAddresses += 1 }
+                return false
+            }
+            return true
+        }) { [self] request in await serve(request, limiter: limiter) }
         startHealthChecks()
         logger.info("serving chunks to peers", metadata: ["listen": "\(host):\(bound)", "peers": "\(peers.members.count)"])
         return bound
@@ -41,6 +51,11 @@ extension PeerNetwork {
             return .error("busy", status: 503)
         }
         defer { limiter.leave() }
+        // A chunk the store lacks costs a lookup or a registry fetch: misses have a budget of their own.
+        guard store.contains(digest) || limiter.allowMiss() else {
+            metrics.updateServed { $0.rejected += 1 }
+            return .error("too many requests for chunks not here", status: 503)
+        }
         guard let record = await record(for: digest, fetch: request.query["fetch"] == "1") else {
             metrics.updateServed { $0.misses += 1 }
             return .error("no such chunk here", status: 404)
@@ -75,7 +90,7 @@ extension PeerNetwork {
     }
 
     /// "host:port" or "[v6]:port" → (host, port).
-    static func split(_ address: String) -> (String, UInt16)? {
+    public static func split(_ address: String) -> (String, UInt16)? {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else { return nil }
         var host = String(address[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
@@ -94,11 +109,32 @@ final class PeerServeLimiter: Sendable {
         var updated: ContinuousClock.Instant
     }
     private let bucket: Mutex<Bucket>
+    private let missesPerSecond: Double
+    private let misses: Mutex<Bucket>
 
-    init(concurrency: Int, bytesPerSecond: UInt64) {
+    init(concurrency: Int, bytesPerSecond: UInt64, missesPerSecond: Int = 0) {
         self.concurrency = concurrency
         self.bytesPerSecond = bytesPerSecond
         bucket = Mutex(Bucket(tokens: Double(bytesPerSecond), updated: .now))
+        self.missesPerSecond = Double(missesPerSecond)
+        misses = Mutex(Bucket(tokens: Double(missesPerSecond), updated: .now))
+    }
+
+    /// Takes one miss from a bucket of `missesPerSecond` (holding at most one second's worth);
+    /// false when it is empty. Always true without a limit.
+    func allowMiss() -> Bool {
+        guard missesPerSecond > 0 else { return true }
+        let rate = missesPerSecond
+        return misses.withLock { b in
+            let now = ContinuousClock.now
+            let elapsed = now - b.updated
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            b.tokens = min(rate, b.tokens + seconds * rate)
+            b.updated = now
+            guard b.tokens >= 1 else { return false }
+            b.tokens -= 1
+            return true
+        }
     }
 
     func enter() -> Bool {

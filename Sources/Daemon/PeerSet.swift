@@ -52,6 +52,17 @@ public final class PeerSet: Sendable {
         return state.withLock { $0.members }
     }
 
+    /// Whether a connection from `address` (an IP address as the socket reports it) comes from a
+    /// member: peers are recognised by the address the peer list gives them (a peer's client
+    /// binds its requests to its own listed address). An IPv4-mapped IPv6 address counts as IPv4.
+    public func admits(address: String) -> Bool {
+        let remote = address.hasPrefix("::ffff:") && address.contains(".") ? String(address.dropFirst(7)) : address
+        return members.contains { member in
+            guard let (host, _) = PeerNetwork.split(member) else { return false }
+            return host == remote
+        }
+    }
+
     /// The members that are not being avoided (a peer in backoff stays out until a health check
     /// passes); this node is always live.
     public var live: [String] {

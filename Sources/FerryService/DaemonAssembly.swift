@@ -63,7 +63,11 @@ public enum DaemonAssembly {
                           file: configuration.peersFile)
         let options = PeerOptions(requestTimeout: .milliseconds(max(100, configuration.peerTimeoutMs)),
                                   serveRateLimit: configuration.peerRateLimit)
-        let network = PeerNetwork(peers: set, transport: CurlPeerTransport(), store: store, options: options, logger: logger)
+        // Requests leave from this node's listed address: peers serve only the addresses they list.
+        let source = (configuration.peerAdvertise ?? configuration.peerListen).flatMap(PeerNetwork.split).map(\.0)
+            .flatMap { ["0.0.0.0", "::"].contains($0) ? nil : $0 }
+        let network = PeerNetwork(peers: set, transport: CurlPeerTransport(client: PeerHTTPClient(sourceAddress: source)), store: store,
+                                  options: options, logger: logger)
         if let listen = configuration.peerListen {
             try network.startServer(listen: listen)
         } else {
@@ -75,7 +79,7 @@ public enum DaemonAssembly {
 
 /// The peer transport over the Registry module's libcurl client.
 struct CurlPeerTransport: PeerTransport {
-    let client = PeerHTTPClient()
+    let client: PeerHTTPClient
     func get(_ url: String, timeout: Duration) async throws -> (status: Int, body: [UInt8]) {
         let response = try await client.get(url, timeout: timeout)
         return (response.status, response.body)

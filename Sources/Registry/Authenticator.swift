@@ -71,6 +71,7 @@ final class Authenticator: Sendable {
         guard let realm = challenge.parameters["realm"], !realm.isEmpty else {
             throw RegistryError.unauthorized(target, status: 401, reason: "Bearer challenge without a realm")
         }
+        try checkRealm(realm, registry: host, target: target)
         let service = challenge.parameters["service"]
         let credentials = try store.credentials(for: host)
         let usePost: Bool
@@ -91,6 +92,25 @@ final class Authenticator: Sendable {
         }
         return try parseToken(try tokenRequest(post: false, realm: realm, service: service, scopes: scopes,
                                                credentials: credentials, cancel: cancel), realm: realm, host: host, target: target)
+    }
+
+    /// Credentials go to a token realm only over TLS: an `http` realm is accepted only when its
+    /// host is marked plain-http, or it is on the same host name as the (plain-http) registry
+    /// that names it (a local registry with its token service on another port). A registry
+    /// cannot send them in clear text to a host of its choosing.
+    private func checkRealm(_ realm: String, registry host: String, target: RegistryTarget) throws {
+        guard let url = URLComponents(string: realm), let scheme = url.scheme?.lowercased(), let realmHost = url.host, !realmHost.isEmpty else {
+            throw RegistryError.unauthorized(target, status: 401, reason: "the registry's token realm \"\(realm)\" is not a URL")
+        }
+        if scheme == "https" { return }
+        let registryName = URLComponents(string: "http://" + host)?.host
+        guard scheme == "http",
+              options.plainHTTPHosts.contains(Self.hostOf(realm)) || (options.plainHTTPHosts.contains(host) && registryName == realmHost) else {
+            throw RegistryError.unauthorized(target, status: 401, reason: """
+                the registry's token realm \(realm) is not https; credentials are sent there only over TLS \
+                (mark \(Self.hostOf(realm)) plain-http to allow it)
+                """)
+        }
     }
 
     private struct TokenResponse {
@@ -123,6 +143,9 @@ final class Authenticator: Sendable {
             spec = options.requestSpec(method: "GET", url: url, headers: headers)
         }
         spec.totalTimeoutMs = 60_000
+        // A redirect would re-send the form (with the password) or the Basic header to wherever
+        // the token service points: token requests go to the realm and nowhere else.
+        spec.followRedirects = false
         let target = RegistryTarget(registry: Self.hostOf(realm), repository: "", object: "token service")
         return try withRetries(options.retry, cancel: cancel) { attempt in
             var collected: [UInt8] = []

@@ -38,6 +38,9 @@ struct CurlRequestSpec: Sendable {
     /// False: open a fresh connection and close it afterwards (used by the benchmark).
     var reuseConnection = true
     var userAgent = "ferry"
+    /// The local address connections leave from (`CURLOPT_INTERFACE` "host!<address>"); nil: the
+    /// kernel's choice.
+    var sourceAddress: String?
     /// An HTTP proxy URL for this request; "" forces no proxy (not even one from the
     /// environment); nil leaves libcurl's default (the `http_proxy` family of variables).
     var proxy: String?
@@ -282,6 +285,7 @@ final class CurlEasy: @unchecked Sendable {
         }
         if let ca = spec.caCertificatePath { set(cferry_curl_setopt_str(handle, CURLOPT_CAINFO, ca)) }
         if let proxy = spec.proxy { set(cferry_curl_setopt_str(handle, CURLOPT_PROXY, proxy)) }
+        if let source = spec.sourceAddress { set(cferry_curl_setopt_str(handle, CURLOPT_INTERFACE, "host!" + source)) }
 
         // Curl's sockets are made and closed here, so a body takeover can find its connection's.
         let ledgerPointer = Unmanaged.passUnretained(sockets).toOpaque()

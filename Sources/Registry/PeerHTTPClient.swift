@@ -14,11 +14,16 @@ public final class PeerHTTPClient: Sendable {
     private let connectTimeout: Duration
     private let maximumBody: Int
     private let userAgent: String
+    private let sourceAddress: String?
 
     /// - Parameters:
     ///   - connectTimeout: how long to wait for the TCP connection to a peer.
     ///   - maximumBody: larger answers are cut off and reported as failures.
-    public init(connectTimeout: Duration = .seconds(1), maximumBody: Int = 17 << 20, userAgent: String = "ferryd-peer/0.1") {
+    ///   - sourceAddress: the local address requests leave from: this node's address in the peer
+    ///     list, which is how peers recognise it (they serve only the addresses they list).
+    public init(connectTimeout: Duration = .seconds(1), maximumBody: Int = 17 << 20, userAgent: String = "ferryd-peer/0.1",
+                sourceAddress: String? = nil) {
+        self.sourceAddress = sourceAddress
         self.connectTimeout = connectTimeout
         self.maximumBody = maximumBody
         self.userAgent = userAgent
@@ -61,6 +66,7 @@ public final class PeerHTTPClient: Sendable {
         spec.lowSpeedLimit = 0
         spec.userAgent = userAgent
         spec.proxy = ""
+        spec.sourceAddress = sourceAddress
         return spec
     }
 }

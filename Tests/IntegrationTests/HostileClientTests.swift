@@ -65,4 +65,27 @@ import Testing
         #expect(try Shell.run(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:\(metricsPort)/metrics"]).status == 0)
         #expect(try Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"]).status == 0)
     }
+
+    /// The peer port serves only the addresses in the peer list: a connection from any other
+    /// address is closed before anything is read or sent (curl: empty reply), and the refusal is
+    /// counted; a listed peer is answered. Before, any host that connected was served.
+    @Test func thePeerPortAnswersOnlyListedPeers() throws {
+        guard integrationPrerequisitesMet(tools: ["curl"]) else { return }
+        let ws = try Workspace("peer-allow")
+        let port = Int.random(in: 30001...40000), metricsPort = port + 1
+        let config = ws.sub("ferryd.json")
+        try Data(#"{"peer_listen": "127.0.0.5:\#(port)", "peers": ["127.0.0.6:\#(port)"], "metrics_listen": "127.0.0.1:\#(metricsPort)"}"#.utf8)
+            .write(to: URL(fileURLWithPath: config))
+        let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--config", config])
+        let url = "http://127.0.0.5:\(port)/health"
+        let stranger = try Shell.run(["curl", "-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--interface", "127.0.0.7", url])
+        #expect(stranger.status == 52 || stranger.status == 56, "a stranger gets no answer at all (curl exit \(stranger.status), status \(stranger.stdout))")
+        let defaultSource = try Shell.run(["curl", "-s", "--max-time", "5", "-o", "/dev/null", url])
+        #expect(defaultSource.status != 0, "127.0.0.1 is not a listed peer either")
+        let peer = try Shell.run(["curl", "-sf", "--max-time", "5", "--interface", "127.0.0.6", url])
+        #expect(peer.status == 0 && peer.stdout.contains("ok"), "a listed peer is answered: \(peer.stdout) \(peer.stderr)")
+        let metrics = try Shell.check(["curl", "-sf", "http://127.0.0.1:\(metricsPort)/metrics"])
+        #expect(metrics.contains("ferry_peer_served_refused_addresses_total 2"), "\(metrics.split(separator: "\n").filter { $0.contains("refused") })")
+        #expect(daemon.process.isRunning)
+    }
 }

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """A peer that lies: answers ferryd's peer protocol by asking a real peer (UPSTREAM) and
-flipping one byte of every chunk it passes on (after the 8-byte record header).
+flipping one byte of every chunk it passes on (after the 8-byte record header). Like a real
+peer it asks from its own listed address (peers serve only the addresses they list).
 Usage: corrupting_peer.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT
 """
+import http.client
 import sys
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 UPSTREAM = ""
+SOURCE = ""
 
 
 class Peer(BaseHTTPRequestHandler):
@@ -18,9 +19,16 @@ class Peer(BaseHTTPRequestHandler):
         if not self.path.startswith("/chunks/"):
             return self.answer(404, b"{}")
         try:
-            with urllib.request.urlopen(f"http://{UPSTREAM}{self.path}", timeout=10) as response:
-                body = bytearray(response.read())
-        except (urllib.error.URLError, OSError):
+            up_host, up_port = UPSTREAM.rsplit(":", 1)
+            connection = http.client.HTTPConnection(up_host, int(up_port), timeout=10, source_address=(SOURCE, 0))
+            connection.request("GET", self.path)
+            response = connection.getresponse()
+            if response.status != 200:
+                connection.close()
+                return self.answer(404, b"{}")
+            body = bytearray(response.read())
+            connection.close()
+        except (http.client.HTTPException, OSError):
             return self.answer(404, b"{}")
         if len(body) > 8:
             body[8 + (len(body) - 8) // 2] ^= 0x5A
@@ -40,4 +48,5 @@ class Peer(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     host, port = sys.argv[1].rsplit(":", 1)
     UPSTREAM = sys.argv[2]
+    SOURCE = host
     ThreadingHTTPServer((host, int(port)), Peer).serve_forever()
