@@ -30,8 +30,9 @@ public final class ChunkStore: Sendable {
     public init(directory: String) throws {
         self.directory = directory
         do {
-            try FileManager.default.createDirectory(atPath: directory + "/chunks", withIntermediateDirectories: true)
-            try FileManager.default.createDirectory(atPath: directory + "/tmp", withIntermediateDirectories: true)
+            for sub in ["/chunks", "/tmp"] {
+                try FileManager.default.createDirectory(atPath: directory + sub, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
         } catch {
             throw FillError.sinkFailed(blob: "-", chunk: -1, reason: "cannot create chunk store \(directory): \(error.localizedDescription)")
         }
@@ -97,7 +98,7 @@ public final class ChunkStore: Sendable {
         do {
             var header: [UInt8] = [0x46, 0x43, chunk.compression.rawValue, 0]
             for i in 0..<4 { header.append(UInt8(truncatingIfNeeded: chunk.uncompressedSize >> (8 * UInt32(i)))) }
-            let fd = try FileDescriptor.open(temp, .createTruncate)
+            let fd = try FileDescriptor.open(temp, .createTruncate, permissions: 0o600)
             do {
                 // Two writes: `header + stored` would copy every chunk once more.
                 try fd.write(header)
@@ -113,7 +114,7 @@ public final class ChunkStore: Sendable {
                 let failure = Errno.current
                 guard failure == ENOENT else { throw SystemError.syscall("rename \(temp)", errno: failure) }
                 let dir = (final as NSString).deletingLastPathComponent
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 if rename(temp, final) != 0 { throw SystemError.syscall("rename \(temp)", errno: Errno.current) }
             }
             touch(hexString(chunk.digest), bytes: UInt64(header.count + stored.count))

@@ -17,6 +17,7 @@ public enum DaemonAssembly {
     public static func make(configuration: DaemonConfiguration, logger: Logger, inherited: [(name: String, fd: FileDescriptor)] = [],
                      holdGroupInProcess: Bool = true) throws -> FerryDaemon {
         let state = configuration.stateDirectory
+        try prepareStateDirectory(state)
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
         let metrics = DaemonMetrics()
@@ -152,7 +153,7 @@ extension DaemonAssembly {
             logger.notice("took over /dev/cachefiles from a previous ferryd")
         } else {
             let cache = state + "/fscache"
-            try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             do {
                 device = try CachefilesDevice.open()
                 try device.bindOnDemand(directory: cache, tag: "ferry")
@@ -163,6 +164,20 @@ extension DaemonAssembly {
             if holdDeviceInProcess { try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket) }
         }
         return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, domainRecords: state + "/fscache-domains", logger: logger)
+    }
+}
+
+extension DaemonAssembly {
+    /// Creates the state directory 0700 (or makes an existing one 0700): it holds registry
+    /// credentials' effects (bootstraps, chunks, cache files) and the sockets' neighbours, and
+    /// only root has business there, whatever the umask of whoever started ferryd.
+    static func prepareStateDirectory(_ state: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: state)
+        } catch {
+            throw DaemonError.configuration("cannot create the state directory \(state): \((error as NSError).localizedFailureReason ?? error.localizedDescription)")
+        }
     }
 }
 

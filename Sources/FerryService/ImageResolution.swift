@@ -113,6 +113,7 @@ public struct ImageResolution: Sendable {
     static func publish(_ temporary: String, as path: String) throws {
         let fd = try FileDescriptor.open(temporary, .readOnly)
         defer { try? fd.close() }
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: temporary)
         try fd.sync()
         guard rename(temporary, path) == 0 else { throw SystemError.syscall("rename \(temporary)", errno: Errno.current) }
         try syncDirectory(containing: path)

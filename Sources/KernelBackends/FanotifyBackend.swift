@@ -70,7 +70,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         self.limits = limits
         self.logger = logger
         do {
-            try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw FillError.sinkFailed(blob: "-", chunk: -1, reason: "cannot create \(cacheDirectory): \(error.localizedDescription)")
         }
@@ -127,7 +127,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         let key = blob.cacheKey
         if let existing = blobs.withLock({ $0[key] }) { return existing }
         let path = "\(cacheDirectory)/\(key).blob"
-        let fd = try FileDescriptor.open(path, .createReadWrite)
+        let fd = try FileDescriptor.open(path, .createReadWrite, permissions: 0o600)
         do {
             if try fd.size() != blob.uncompressedSize {
                 try fd.truncate(to: 0)

@@ -87,6 +87,31 @@ import Testing
         #expect(openForWriting(mnt2 + "/dev/null") == 0)
     }
 
+    /// ferryd's state is root's alone, whatever the umask or an existing directory's mode: the
+    /// state directory is 0700 and nothing in it (bootstraps, cache files, chunks, mounts.json,
+    /// sockets) is readable by group or others. Before, it was created 0755/0644.
+    @Test func stateIsPrivate() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-private")
+        let (image, reference, _, registry) = try Self.converted(ws)
+        let state = ws.sub("ferryd-state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let daemon = try Self.daemon(ws, registry)
+        let mnt = try Self.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? daemon.ferry(["umount", mnt]) }
+        #expect(FileManager.default.contents(atPath: mnt + "/etc/shared") == FileManager.default.contents(atPath: image.reference + "/etc/shared"))
+        func mode(_ path: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int) ?? -1 }
+        #expect(mode(state) == 0o700)
+        var open: [String] = []
+        let entries = try FileManager.default.subpathsOfDirectory(atPath: state)
+        for entry in entries where mode(state + "/" + entry) & 0o077 != 0 {
+            open.append("\(entry) \(String(mode(state + "/" + entry), radix: 8))")
+        }
+        #expect(entries.contains { $0.hasPrefix("cache/") } && entries.contains { $0.hasPrefix("store/chunks/") }, "\(entries.prefix(20))")
+        #expect(open.isEmpty, "readable by others: \(open.prefix(20))")
+    }
+
     @Test func readingOneFileFetchesOnlyItsChunks() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-lazy")
