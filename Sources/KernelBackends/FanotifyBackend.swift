@@ -42,7 +42,9 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     /// A blob's cache file and the filler that writes it.
     final class CacheFile: Sendable {
         let path: String
-        let descriptor: FileDescriptor
+        /// Closed after eviction and the last fill in progress.
+        let handle: SharedDescriptor
+        var descriptor: FileDescriptor { handle.descriptor }
         let filler: BlobFiller
         /// Set once every chunk is present and the mark is removed: reads then raise no events.
         let complete = Atomic<Bool>(false)
@@ -50,7 +52,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         let lastUse = Atomic<UInt64>(UInt64(Date().timeIntervalSince1970 * 1000))
         init(path: String, descriptor: FileDescriptor, filler: BlobFiller) {
             self.path = path
-            self.descriptor = descriptor
+            self.handle = SharedDescriptor(descriptor)
             self.filler = filler
         }
     }
@@ -267,6 +269,12 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             }
             return
         }
+        // The cache file stays open until this fill is done, even if it is evicted meanwhile.
+        guard file.handle.acquire() else {
+            metrics.requestAnswered(result: "unknown_file")
+            answer(event, .denyWithErrno(EIO))
+            return
+        }
         let blob = file.filler.blob
         file.lastUse.store(UInt64(Date().timeIntervalSince1970 * 1000), ordering: .relaxed)
         let start = event.range?.offset ?? 0
@@ -276,6 +284,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         let began = DispatchTime.now().uptimeNanoseconds
         metrics.requestStarted()
         Task {
+            defer { file.handle.release() }
             do {
                 if start < end {
                     file.filler.stats.bytesRequested.add(Int(end - start))
@@ -321,10 +330,8 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             try? group.unmark(path)
             freed = (try? file.descriptor.allocatedBytes()) ?? 0
             try? file.descriptor.truncate(to: 0)
-            // A fill started before the unmount may still hold the descriptor: close it later, so
-            // its number cannot be reused under that fill's write.
-            let descriptor = file.descriptor
-            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { try? descriptor.close() }
+            // A fill started before the unmount may still write: the descriptor closes after it.
+            file.handle.retire()
         } else if let fd = try? FileDescriptor.open(path, .readOnly) {
             freed = (try? fd.allocatedBytes()) ?? 0
             try? fd.close()

@@ -148,7 +148,7 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
         // OPENs again for them.
         guard !stopping.load(ordering: .relaxed) else { return }
         objects.withLock { table in
-            for object in table.values { try? object.descriptor.close() }
+            for object in table.values { object.handle.retire() }
             table = [:]
         }
     }
@@ -187,10 +187,19 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
                 logger.error("READ for an object ferryd did not open", metadata: ["object": "\(message.objectID)"])
                 return
             }
-            Task { await self.read(object, messageID: message.messageID, offset: offset, length: length) }
+            // The object's fd stays open until this fill has completed its READ, even if the
+            // kernel's CLOSE for the object arrives meanwhile.
+            guard object.handle.acquire() else {
+                logger.error("READ for an object already closed", metadata: ["object": "\(message.objectID)"])
+                return
+            }
+            Task {
+                await self.read(object, messageID: message.messageID, offset: offset, length: length)
+                object.handle.release()
+            }
         case .close:
             if let object = objects.withLock({ $0.removeValue(forKey: message.objectID) }) {
-                try? object.descriptor.close()
+                object.handle.retire()
                 logger.debug("object closed", metadata: ["object": "\(message.objectID)", "key": "\(object.key)"])
             }
         case let .unknown(opcode, _):
@@ -293,12 +302,14 @@ final class FscacheObject: Sendable {
         case filler(BlobFiller)
     }
     let key: String
-    let descriptor: FileDescriptor
+    /// The anonymous fd, closed after the kernel's CLOSE and the last READ in progress.
+    let handle: SharedDescriptor
+    var descriptor: FileDescriptor { handle.descriptor }
     let size: UInt64
     let source: Source
     init(key: String, descriptor: FileDescriptor, size: UInt64, source: Source) {
         self.key = key
-        self.descriptor = descriptor
+        self.handle = SharedDescriptor(descriptor)
         self.size = size
         self.source = source
     }
