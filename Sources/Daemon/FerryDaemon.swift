@@ -113,7 +113,7 @@ public final class FerryDaemon: Sendable {
 
     /// Whether a finished mount of ferryd's is at `target`.
     public func hasMount(at target: String) -> Bool {
-        let canonicalTarget = (target as NSString).standardizingPath
+        let canonicalTarget = MountpointPath.normalized(target)
         return state.withLock { $0.mounts[canonicalTarget]?.phase == .mounted }
     }
 
@@ -153,7 +153,7 @@ public final class FerryDaemon: Sendable {
     /// a second call for a mountpoint that has (or is getting) a mount is refused.
     public func mount(image reference: String, at target: String, domainID: String? = nil,
                       prefetch: [[UInt8]] = [], prefetchAll: Bool = false, kernelReadaheadKiB: Int? = nil) async throws -> MountResult {
-        let canonicalTarget = (target as NSString).standardizingPath
+        let canonicalTarget = MountpointPath.normalized(target)
         try state.withLock { s in
             if let existing = s.mounts[canonicalTarget] {
                 let what = existing.phase == .mounted ? "ferryd already has a mount there" : "another request is \(existing.phase) there"
@@ -205,7 +205,7 @@ public final class FerryDaemon: Sendable {
 
     /// Unmounts a mount made by `mount(image:at:)`.
     public func unmount(_ target: String) async throws {
-        let canonicalTarget = (target as NSString).standardizingPath
+        let canonicalTarget = MountpointPath.normalized(target)
         let entry = try state.withLock { s -> MountEntry in
             guard let entry = s.mounts[canonicalTarget] else {
                 throw DaemonError.mountFailed(target: canonicalTarget, reason: "not a ferryd mount")

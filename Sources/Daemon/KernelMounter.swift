@@ -29,9 +29,14 @@ public struct KernelMounter: Mounter {
     public func mount(_ plan: MountPlan, at target: String, readaheadKiB override: Int? = nil) throws {
         let readaheadKiB = override ?? self.readaheadKiB
         let before = readaheadKiB == nil ? [] : Mount.ReadaheadControl.erofsBDINames()
+        // The directory is opened without following symbolic links and mounted on through its
+        // descriptor: a symlink swapped into the path cannot send the mount elsewhere.
+        let directory = try Mount.openMountpoint(target)
+        defer { try? directory.close() }
+        let at = Mount.procPath(of: directory)
         switch plan {
-        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: target, flags: flags)
-        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: target, flags: flags)
+        case let .fileBacked(bootstrap, devices): try Mount.erofs(file: bootstrap, devices: devices, at: at, flags: flags)
+        case let .fscache(fsid, domainID): try Mount.erofsOnDemand(fsid: fsid, domainID: domainID, at: at, flags: flags)
         }
         guard let readaheadKiB else { return }
         let added = Mount.ReadaheadControl.erofsBDINames().subtracting(before)
@@ -46,5 +51,8 @@ public struct KernelMounter: Mounter {
             logger?.warning("cannot set kernel readahead", metadata: ["at": "\(target)", "bdi": "\(bdi)", "error": "\(error)"])
         }
     }
-    public func unmount(_ target: String) throws { try Mount.unmount(target) }
+    /// Unmounts the mount at `target`, reached without following symbolic links.
+    public func unmount(_ target: String) throws {
+        try Mount.unmountWithoutFollowing(target)
+    }
 }

@@ -40,7 +40,7 @@ struct MountImage: ParsableCommand {
     func run() throws {
         try reportingErrors {
             guard ["auto", "fanotify", "fscache"].contains(backend) else { throw ValidationError("--backend must be auto, fanotify or fscache") }
-            let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+            let target = MountpointPath.normalized(mountpoint, relativeTo: FileManager.default.currentDirectoryPath)
             struct Body: Encodable {
                 var image: String, mountpoint: String, backend: String, domain: String?, prefetch: [String], prefetch_all: Bool
                 var kernel_readahead_kb: Int?
@@ -64,7 +64,7 @@ struct UnmountImage: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+            let target = MountpointPath.normalized(mountpoint, relativeTo: FileManager.default.currentDirectoryPath)
             // A query value: everything but unreserved characters and '/' is escaped ('&', '=',
             // '+', '%', '#', spaces and bytes above ASCII are parts of real paths).
             let encoded = target.addingPercentEncoding(withAllowedCharacters: Self.queryValueCharacters) ?? target

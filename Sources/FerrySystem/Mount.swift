@@ -20,6 +20,8 @@ public enum Mount {
         public static let detach = UnmountFlags(rawValue: 2)
         /// `MNT_FORCE`.
         public static let force = UnmountFlags(rawValue: 1)
+        /// `UMOUNT_NOFOLLOW` (8): the last component is not followed if it is a symbolic link.
+        public static let noFollow = UnmountFlags(rawValue: 8)
     }
 
     /// Mounts `source` on `target`. The corresponding C function is `mount`.
@@ -33,6 +35,36 @@ public enum Mount {
     public static func unmount(_ target: String, flags: UnmountFlags = []) throws {
         _ = try retrying("umount \(target)") { umount2(target, flags.rawValue) }
     }
+
+    /// Opens `path` (absolute) as an `O_PATH` directory descriptor without following any symbolic
+    /// link on the way (`openat2` with `RESOLVE_NO_SYMLINKS`): a path that a symlink, planted by
+    /// whoever can write one of its directories, would redirect is refused with ELOOP. Mount on
+    /// and unmount through `/proc/self/fd/<fd>` of it, and the kernel acts on the very directory
+    /// that was checked.
+    public static func openMountpoint(_ path: String) throws -> FileDescriptor {
+        let fd = try retrying("open mountpoint \(path) (no symbolic links may be in it)") {
+            cferry_openat2(AT_FDCWD, path, UInt64(cferry_O_PATH | O_DIRECTORY | O_CLOEXEC), UInt64(RESOLVE_NO_SYMLINKS))
+        }
+        return FileDescriptor(rawValue: fd, name: path)
+    }
+
+    /// Unmounts the mount at `path` (absolute) without following a symbolic link anywhere in it:
+    /// its parent is opened with `openMountpoint`, and the mount is named through that descriptor
+    /// with `UMOUNT_NOFOLLOW`. (A descriptor of the mountpoint itself would keep the mount busy.)
+    public static func unmountWithoutFollowing(_ path: String, flags: UnmountFlags = []) throws {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let parent = slash == path.startIndex ? "/" : String(path[..<slash])
+        let name = String(path[path.index(after: slash)...])
+        guard !name.isEmpty, name != ".", name != ".." else {
+            throw SystemError.syscall("umount \(path) (not a mountpoint name)", errno: EINVAL)
+        }
+        let directory = try openMountpoint(parent)
+        defer { try? directory.close() }
+        _ = try retrying("umount \(path)") { umount2(procPath(of: directory) + "/" + name, flags.union(.noFollow).rawValue) }
+    }
+
+    /// `/proc/self/fd/<fd>`: the path the kernel resolves to exactly the object `fd` names.
+    public static func procPath(of fd: FileDescriptor) -> String { "/proc/self/fd/\(fd.rawValue)" }
 
     /// The data string of a file-backed EROFS mount with extra devices:
     /// `device=<path>` once per device, in device-table order (EROFS's `Opt_device` appends

@@ -112,6 +112,30 @@ import Testing
         #expect(open.isEmpty, "readable by others: \(open.prefix(20))")
     }
 
+    /// Mount and unmount never follow a symbolic link in the mountpoint's path: whoever can write
+    /// a directory on the way could otherwise send a root mount (or unmount) anywhere. Before,
+    /// mount(2) and umount2(2) were given the path text and followed links.
+    @Test func mountpointsWithSymbolicLinksAreRefused() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let ws = try Workspace("fan-symlink")
+        let (_, reference, _, registry) = try Self.converted(ws)
+        let daemon = try Self.daemon(ws, registry)
+        let real = try Self.mountpoint(ws, "real")
+        try FileManager.default.createDirectory(atPath: real + "/mnt", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: ws.sub("link"), withDestinationPath: real)
+        let refused = try Shell.run([Build.ferry, "mount", reference, ws.sub("link") + "/mnt", "--socket", daemon.socket])
+        #expect(refused.status != 0 && refused.stderr.contains("symbolic link"), "\(refused.stdout)\(refused.stderr)")
+        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        #expect(!mounts.contains(real), "nothing was mounted through the link")
+
+        // Mounted at the real path, it cannot be unmounted through the link either.
+        try daemon.ferry(["mount", reference, real + "/mnt"])
+        defer { _ = try? daemon.ferry(["umount", real + "/mnt"]) }
+        let viaLink = try Shell.run([Build.ferry, "umount", ws.sub("link") + "/mnt", "--socket", daemon.socket])
+        #expect(viaLink.status != 0)
+        #expect(try String(contentsOfFile: "/proc/mounts", encoding: .utf8).contains(" \(real)/mnt erofs "))
+    }
+
     @Test func readingOneFileFetchesOnlyItsChunks() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("fan-lazy")

@@ -32,6 +32,8 @@
 #include <sys/wait.h>
 #include <sys/mman.h>
 #include <linux/falloc.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <poll.h>
 #include <dirent.h>
 #include <signal.h>
@@ -70,6 +72,16 @@ static inline int cferry_ioctl_ptr(int fd, unsigned long req, void *arg) { retur
 static inline int cferry_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 static inline int cferry_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 static inline int cferry_openat(int dirfd, const char *path, int flags, mode_t mode) { return openat(dirfd, path, flags, mode); }
+// O_PATH needs _GNU_SOURCE in glibc's headers; its value is fixed by the kernel ABI.
+static const int cferry_O_PATH = 010000000;
+// openat2(2) (Linux >= 5.6) has no glibc wrapper: the raw syscall with a struct open_how.
+static inline int cferry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = flags;
+    how.resolve = resolve;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
 
 // MARK: errno (a macro in glibc)
 static inline int cferry_errno(void) { return errno; }
