@@ -37,10 +37,23 @@ import Testing
         // The delayed downloads overlapped: sixteen one-after-the-other would take 16 s or more.
         #expect(outcome.seconds < 12, "mounts waited for each other's downloads: \(outcome.seconds) s")
     }
+
+    /// Four large images (each 30,000 files, a bootstrap of several MB, and a 24 MiB file) mounted
+    /// at once while the earlier mount is read: downloading and checking their bootstraps and
+    /// attaching their blobs never holds up the reader's fills for a second.
+    @Test func fourLargeImagesMountedAtOnceDoNotStallAReader() throws {
+        guard integrationPrerequisitesMet(tools: Self.tools) else { return }
+        let storm = try MountStorm(name: "conc-large", bootstrapDelay: 0, shape: .large)
+        let outcome = try storm.run()
+        print("concurrent mounts (4 large images, \(storm.bootstrapBytes / 1_000_000) MB of bootstraps): 4 mounts in "
+              + "\(String(format: "%.2f", outcome.seconds)) s; reader's longest stall \(outcome.longestReadMs) ms over \(outcome.reads) reads; "
+              + "slowest GET /health \(outcome.slowestHealthMs) ms over \(outcome.healthChecks) checks")
+        outcome.expectAllGood(storm)
+    }
 }
 
 /// One run of the scenario: images made and pushed, ferryd started, a reader mount made, then
-/// sixteen mounts fired at once while a reader and a health checker run.
+/// the shape's mounts (sixteen by default) fired at once while a reader and a health checker run.
 final class MountStorm {
     let workspace: Workspace
     let registry: LocalRegistry
@@ -53,9 +66,38 @@ final class MountStorm {
     let readerFiles: [String: Data]
     let readerMount: String
 
-    static let imageCount = 8
+    /// What the mounted images look like and how many mounts each gets.
+    struct Shape {
+        var images: Int
+        var mountsPerImage: Int
+        /// Files of image `i`.
+        var files: (Int) -> [String: Data]
+        /// The files whose every byte is compared after the storm (each first read of a small
+        /// file is a registry range request: tens of thousands would take minutes).
+        var checked: (String) -> Bool = { _ in true }
+        /// Eight small images of six incompressible files, two mounts each.
+        static var small: Shape { Shape(images: 8, mountsPerImage: 2) { i in
+            var files: [String: Data] = [:]
+            for j in 0..<6 { files["data/file-\(j)"] = MountStorm.noise(seed: UInt64(i * 1000 + j), count: 96 * 1024 + j * 517) }
+            files["etc/image-name"] = Data("image \(i)\n".utf8)
+            return files
+        } }
+        /// Four large images, one mount each: 30,000 small files in 200 directories (a bootstrap of
+        /// several MB) and one 24 MiB file; checked: the 24 MiB file, and every 300th small file.
+        static var large: Shape { Shape(images: 4, mountsPerImage: 1, files: { i in
+            var files: [String: Data] = [:]
+            for j in 0..<30_000 { files["d\(j % 200)/f\(j)"] = Data("image \(i) file \(j)\n".utf8) }
+            files["big/blob"] = MountStorm.noise(seed: UInt64(70_000 + i), count: 24 << 20)
+            files["etc/image-name"] = Data("image \(i)\n".utf8)
+            return files
+        }, checked: { name in !name.hasPrefix("d") || (Int(name.split(separator: "f").last ?? "") ?? 0) % 300 == 0 }) }
+    }
+    let shape: Shape
+    /// Bytes of the mounted images' bootstrap layers.
+    var bootstrapBytes = 0
 
-    init(name: String, bootstrapDelay: Double) throws {
+    init(name: String, bootstrapDelay: Double, shape: Shape = .small) throws {
+        self.shape = shape
         workspace = try Workspace(name)
         registry = try LocalRegistry(workspace: workspace)
         if bootstrapDelay > 0 {
@@ -67,11 +109,9 @@ final class MountStorm {
             pullHost = registry.host
         }
         // Distinct, incompressible contents per image, so no chunk is shared between images.
-        for i in 0..<Self.imageCount {
-            var files: [String: Data] = [:]
-            for j in 0..<6 { files["data/file-\(j)"] = Self.noise(seed: UInt64(i * 1000 + j), count: 96 * 1024 + j * 517) }
-            files["etc/image-name"] = Data("image \(i)\n".utf8)
-            try Self.publish(files, name: "img\(i)", workspace: workspace, registry: registry.host)
+        for i in 0..<shape.images {
+            let files = shape.files(i)
+            bootstrapBytes += try Self.publish(files, name: "img\(i)", workspace: workspace, registry: registry.host)
             imageFiles.append(files)
         }
         // The reader's image: many files of one chunk each, so each first read is a fill.
@@ -98,8 +138,9 @@ final class MountStorm {
     }
 
     /// Writes `files` as one layer of an OCI image (umoci), converts it with 32 KiB chunks and
-    /// pushes it as `<registry>/<name>:ferry`.
-    static func publish(_ files: [String: Data], name: String, workspace: Workspace, registry: String) throws {
+    /// pushes it as `<registry>/<name>:ferry`. Returns the size of its bootstrap layer.
+    @discardableResult
+    static func publish(_ files: [String: Data], name: String, workspace: Workspace, registry: String) throws -> Int {
         let tree = workspace.sub("\(name)-tree")
         for (path, data) in files {
             let full = tree + "/" + path
@@ -115,6 +156,12 @@ final class MountStorm {
         let converted = workspace.sub("\(name)-ferry")
         try Shell.check([Build.ferry, "convert", "oci:\(source):t", "oci:\(converted):t", "--chunk-size", "32KiB"])
         try Shell.check([Build.ferry, "push", "oci:\(converted):t", "docker://\(registry)/\(name):ferry", "--plain-http", registry])
+        let blobs = converted + "/blobs/sha256"
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: converted + "/index.json"))) as? [String: Any]
+        let manifestDigest = ((index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String ?? "").dropFirst(7)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(blobs)/\(manifestDigest)"))) as? [String: Any]
+        let layers = manifest?["layers"] as? [[String: Any]] ?? []
+        return layers.filter { ($0["mediaType"] as? String ?? "").contains("bootstrap") }.reduce(0) { $0 + ($1["size"] as? Int ?? 0) }
     }
 
     struct Outcome {
@@ -168,11 +215,11 @@ final class MountStorm {
         reader.start()
         usleep(200_000)
 
-        // Sixteen mounts, fired together.
+        // The mounts, fired together.
         let failures = LockedStrings()
         var mountpoints: [(image: Int, path: String)] = []
-        for i in 0..<Self.imageCount {
-            for copy in 0..<2 {
+        for i in 0..<shape.images {
+            for copy in 0..<shape.mountsPerImage {
                 let path = workspace.sub("m\(i)-\(copy)")
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
                 mountpoints.append((i, path))
@@ -210,9 +257,9 @@ final class MountStorm {
                            healthFailures: healthStats.failures, heldDownloads: nil)
         }
 
-        // Every file of every new mount, every byte.
+        // Every checked file of every new mount, every byte.
         for (image, path) in mountpoints where !failures.values.contains(where: { $0.hasPrefix(path + ":") }) {
-            for (name, want) in imageFiles[image] where FileManager.default.contents(atPath: path + "/" + name) != want {
+            for (name, want) in imageFiles[image] where shape.checked(name) && FileManager.default.contents(atPath: path + "/" + name) != want {
                 wrong.append("\(path)/\(name)")
             }
         }
