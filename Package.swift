@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "EROFS", swiftSettings: strict),
         .target(name: "OCI", dependencies: ["FerrySystem"], swiftSettings: strict),
         .target(name: "Blob", dependencies: ["FerrySystem"], swiftSettings: strict),
-        .target(name: "Converter", dependencies: ["EROFS", "OCI", "Blob", "FerrySystem", "Registry",
+        .target(name: "Converter", dependencies: ["EROFS", "OCI", "Blob", "FerrySystem",
                                                   .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "Registry", dependencies: ["OCI", "FerrySystem",

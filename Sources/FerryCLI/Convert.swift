@@ -70,7 +70,13 @@ struct Convert: ParsableCommand {
                 let work = scratch + "/out"
                 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
                 let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
-                try RegistryPush.push(converted, to: ref, client: client)
+                let uploads = converted.blobs.map { BlobUpload(path: $0.path, digest: $0.descriptor.digest, size: UInt64($0.descriptor.size)) }
+                    + [BlobUpload(path: converted.bootstrapPath, digest: converted.bootstrapDescriptor.digest,
+                                  size: UInt64(converted.bootstrapDescriptor.size))]
+                let config = converted.config, manifest = converted.manifestBytes
+                _ = try waitForRegistry {
+                    try await client.pushImage(blobs: uploads, config: config, manifest: manifest, mediaType: MediaType.ociManifest, to: ref)
+                }
                 printSummary(converted, seconds: Date().timeIntervalSince(started), transfer: progress.totals)
             case .dockerArchive:
                 throw ValidationError("target \(target): docker-archive: is a source only; write oci:DIR[:TAG] or docker://…")

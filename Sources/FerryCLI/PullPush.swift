@@ -57,8 +57,14 @@ struct Push: ParsableCommand {
             guard case let .registry(ref) = try ImageReference(parsing: target) else { throw ValidationError("target must be docker://…") }
             let started = Date()
             let progress = TransferProgress(drawing: json ? false : nil)
-            let digest = try ImageCopy.push(from: try OCILayoutSource(directory: path, tag: tag), layoutPath: path, to: ref,
-                                            client: try registry.client(observer: progress))
+            let resolved = try OCILayoutSource(directory: path, tag: tag).resolve(platform: nil)
+            let uploads = (resolved.manifest.layers + [resolved.manifest.config]).map { descriptor in
+                BlobUpload(path: path + "/blobs/\(descriptor.digest.algorithm)/\(descriptor.digest.hex)", digest: descriptor.digest,
+                           size: UInt64(descriptor.size))
+            }
+            let client = try registry.client(observer: progress)
+            let manifest = resolved.manifestBytes, mediaType = resolved.manifest.mediaType ?? MediaType.ociManifest
+            let digest = try waitForRegistry { try await client.pushImage(blobs: uploads, manifest: manifest, mediaType: mediaType, to: ref) }
             if json {
                 try printCopySummary(CopySummary(source: source, target: target, manifest: digest.description,
                                                  seconds: Date().timeIntervalSince(started), transfer: progress.totals))

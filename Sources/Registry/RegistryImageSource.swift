@@ -2,12 +2,13 @@ import Dispatch
 import FerrySystem
 import Foundation
 public import OCI
-public import Registry
 import Synchronization
 
-/// Runs an async registry call from synchronous code (the CLI's main thread, never a Swift
-/// concurrency thread) and waits for it.
-func blocking<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+/// Runs an async registry call from synchronous code and waits for it: the one bridge from
+/// synchronous callers into the client, for threads of their own — the CLI's main thread and the
+/// converter's pipeline reading a `RegistryImageSource` — never a Swift concurrency thread (the
+/// wait would hold one of its few threads while the call needs them).
+public func waitForRegistry<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
     let result = Mutex<Result<T, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)
     Task {
@@ -40,13 +41,13 @@ public final class RegistryImageSource: ImageSource {
 
     public func rootDescriptor() throws -> Descriptor {
         let client = self.client, reference = self.reference
-        let fetched = try blocking { try await client.fetchManifest(reference) }
+        let fetched = try waitForRegistry { try await client.fetchManifest(reference) }
         if let expected = reference.digest, expected != fetched.digest {
             throw OCIError.digestMismatch(what: "manifest of \(name)", expected: expected, actual: fetched.digest)
         }
         // Keep the bytes: readManifest of the root is served from here without a second request.
         let path = scratch + "/" + fetched.digest.hex
-        try writeFile(fetched.bytes, to: path)
+        try writeFileAtomically(fetched.bytes, to: path, permissions: 0o600)
         downloaded[fetched.digest] = path
         return Descriptor(mediaType: fetched.mediaType, digest: fetched.digest, size: Int64(fetched.bytes.count))
     }
@@ -60,32 +61,12 @@ public final class RegistryImageSource: ImageSource {
         let isManifest = [MediaType.ociManifest, MediaType.ociIndex, MediaType.dockerManifest, MediaType.dockerManifestList]
             .contains(descriptor.mediaType)
         if isManifest {
-            let fetched = try blocking { try await client.fetchManifest(reference, reference: descriptor.digest.description) }
-            try writeFile(fetched.bytes, to: path)
+            let fetched = try waitForRegistry { try await client.fetchManifest(reference, reference: descriptor.digest.description) }
+            try writeFileAtomically(fetched.bytes, to: path, permissions: 0o600)
         } else {
-            _ = try blocking { try await client.fetchBlob(reference, digest: descriptor.digest, to: path, expectedSize: descriptor.size) }
+            _ = try waitForRegistry { try await client.fetchBlob(reference, digest: descriptor.digest, to: path, expectedSize: descriptor.size) }
         }
         downloaded[descriptor.digest] = path
         return try VerifyingSource(try FileSource(path: path), expecting: descriptor, what: "blob \(descriptor.digest) of \(name)")
-    }
-}
-
-/// Pushes a converted image to a registry: blobs (skipping those already there), config,
-/// then the manifest by tag (or by digest when the reference has no tag).
-public enum RegistryPush {
-    public static func push(_ image: ConvertedImage, to reference: RegistryReference, client: RegistryClient) throws {
-        var uploads: [(path: String, digest: Digest, size: UInt64)] = image.blobs.map {
-            ($0.path, $0.descriptor.digest, UInt64($0.descriptor.size))
-        }
-        uploads.append((image.bootstrapPath, image.bootstrapDescriptor.digest, UInt64(image.bootstrapDescriptor.size)))
-        for upload in uploads {
-            _ = try blocking { try await client.pushBlob(reference, fromFile: upload.path, digest: upload.digest, size: upload.size) }
-        }
-        let config = image.config
-        _ = try blocking { try await client.pushBlob(reference, bytes: config) }
-        let manifest = image.manifestBytes
-        _ = try blocking {
-            try await client.pushManifest(reference, bytes: manifest, mediaType: MediaType.ociManifest, reference: reference.tag)
-        }
     }
 }
