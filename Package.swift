@@ -14,6 +14,12 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .executable(name: "ferryd", targets: ["ferryd"]),
+        // For Tools/fuzz-package (libFuzzer harnesses over the parsers), which depends on this package.
+        .library(name: "FerrySystem", targets: ["FerrySystem"]),
+        .library(name: "OCI", targets: ["OCI"]),
+        .library(name: "EROFS", targets: ["EROFS"]),
+        .library(name: "Blob", targets: ["Blob"]),
+        .library(name: "Daemon", targets: ["Daemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -86,6 +86,12 @@ public struct BootstrapMetadata: Sendable, Hashable {
         public var sectionOffset: UInt64
         public var sectionLength: UInt64
         public var sectionDigest: [UInt8]
+
+        public init(sectionOffset: UInt64, sectionLength: UInt64, sectionDigest: [UInt8]) {
+            self.sectionOffset = sectionOffset
+            self.sectionLength = sectionLength
+            self.sectionDigest = sectionDigest
+        }
     }
 
     /// Decodes a footer; `what` names the file in errors.

@@ -8,6 +8,13 @@ public struct ControlRequest: Sendable {
     public var path: String
     public var query: [String: String]
     public var body: [UInt8]
+
+    public init(method: String, path: String, query: [String: String], body: [UInt8]) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.body = body
+    }
 }
 
 /// One HTTP response of the control API.

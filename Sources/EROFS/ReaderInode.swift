@@ -84,6 +84,11 @@ extension ImageReader {
                           storedInodeNumber: disk.inodeNumber, xattrs: [], layout: .none, offset: offset,
                           headSize: CompactInode.size + xattrAreaSize(disk.xattrCount))
         }
+        // i_size is the kernel's loff_t: beyond Int64.max it is negative there, and here the
+        // block arithmetic on it (size + block size - 1) would overflow.
+        guard inode.size <= UInt64(Int64.max) else {
+            throw EROFSError.corrupt(what: "inode \(nid)", reason: "i_size \(inode.size) exceeds 2^63 - 1")
+        }
         guard let type = FileType(mode: inode.mode) else {
             throw EROFSError.corrupt(what: "inode \(nid)", reason: "bogus mode 0o\(String(inode.mode, radix: 8))")
         }

@@ -64,6 +64,10 @@ public final class TarReader {
             }
             let headerName = String(decoding: longName ?? header.name, as: UTF8.self)
             guard header.size >= 0 else { throw OCIError.malformedTar(layer: layer, entry: headerName, reason: "negative size") }
+            // Base-256 sizes reach Int64.max; rounding one up to the next block must not overflow.
+            guard header.size <= Int64.max - 2 * Int64(TarHeader.blockSize) else {
+                throw OCIError.malformedTar(layer: layer, entry: headerName, reason: "size \(header.size) is out of range")
+            }
             switch header.typeflag {
             case UInt8(ascii: "x"):
                 local += try parsePAX(try readMetadata(size: header.size, entry: headerName), entry: headerName)

@@ -65,6 +65,29 @@ import Testing
         #expect(throws: EROFSError.self) { try Self.readEverything(bytes) }
     }
 
+    /// Found by `Tools/fuzz erofs`: an extended inode with i_size near 2^64 trapped (arithmetic
+    /// overflow) when its inline data was read.
+    @Test(arguments: [UInt64.max, UInt64(Int64.max) + 1])
+    func hugeInodeSizeIsCorrupt(size: UInt64) throws {
+        var builder = TreeBuilder()
+        var node = builder.node(.regular(size: 100, data: .inline(pattern(100, seed: 3))))
+        node.uid = 100_000   // beyond 16 bits: an extended inode, whose i_size is 64 bits
+        builder.add("file", node)
+        var bytes = try ImageWriter.encodeBootstrap(ImageTree(nodes: builder.nodes, devices: []))
+        let file = try ImageReader(bytes: bytes).lookup(path: "/file")
+        #expect(file.isExtended)
+        let sizeOffset = Int(file.offset) + 8   // erofs_inode_extended.i_size
+        for i in 0..<8 { bytes[sizeOffset + i] = UInt8(truncatingIfNeeded: size >> (8 * UInt64(i))) }
+        bytes[1024 + 8] &= ~1   // drop EROFS_FEATURE_COMPAT_SB_CHKSUM rather than recompute it
+        let reader = try ImageReader(bytes: bytes)
+        #expect {
+            try reader.lookup(path: "/file")
+        } throws: { error in
+            if case let EROFSError.corrupt(_, reason) = error { return reason.contains("i_size") }
+            return false
+        }
+    }
+
     @Test func nidOutOfRange() throws {
         let reader = try ImageReader(bytes: try Self.image())
         for nid in [UInt64(1) << 20, 1 << 40, UInt64.max] {

@@ -33,6 +33,20 @@ import Testing
         }
     }
 
+    /// Found by `Tools/fuzz tar`: a header's size rounded up to whole blocks overflowed Int64 (a trap).
+    @Test(arguments: [UInt8(ascii: "V"), UInt8(ascii: "0"), UInt8(ascii: "x")])
+    func base256SizeNearInt64MaxIsAnError(type: UInt8) {
+        var tar = TarBuilder()
+        // GNU base-256: 0x80, then Int64.max big-endian in the remaining 11 bytes.
+        let size: [UInt8] = [0x80, 0, 0, 0, 0x7f] + [UInt8](repeating: 0xff, count: 7)
+        tar.header(name: Array("huge".utf8), type: type, rawFields: [124: size])
+        tar.end()
+        expectOCIError("size", { _ = try readTar(tar.bytes, layer: "L") }) {
+            if case let .malformedTar(layer, entry, reason) = $0 { return layer == "L" && entry == "huge" && reason.contains("out of range") }
+            return false
+        }
+    }
+
     @Test func zeroBlockFollowedByData() {
         var tar = TarBuilder()
         tar.bytes += [UInt8](repeating: 0, count: 512)
