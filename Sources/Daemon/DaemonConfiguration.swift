@@ -71,6 +71,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// then take effect on the host. Off by default; containers still get setuid binaries through
     /// their own overlay mounts, whose flags are containerd's.
     public var allowSUIDAndDevices: Bool = false
+    /// fanotify: record the events being served in `<state>/fanotify-inflight`, so that a
+    /// successor of a killed ferryd serves them instead of failing them with EIO.
+    public var fanotifyInflightJournal: Bool = true
 
     /// The snapshotter socket in effect ("" when off).
     public var snapshotterSocketPath: String {
@@ -89,7 +92,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         case peerTimeoutMs = "peer_timeout_ms", peerRateLimit = "peer_rate_limit"
         case proxy, proxyHeaders = "proxy_headers", proxyHealthURL = "proxy_health_url"
         case cacheLimit = "cache_limit", metricsListen = "metrics_listen"
-        case containerdSnapshotterSocket = "containerd_snapshotter_socket", allowSUIDAndDevices = "allow_suid_and_devices"
+        case containerdSnapshotterSocket = "containerd_snapshotter_socket", allowSUIDAndDevices = "allow_suid_and_devices",
+             fanotifyInflightJournal = "fanotify_inflight_journal"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -129,6 +133,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         d.metricsListen = try c.decodeIfPresent(String.self, forKey: .metricsListen)
         d.containerdSnapshotterSocket = try c.decodeIfPresent(String.self, forKey: .containerdSnapshotterSocket)
         d.allowSUIDAndDevices = try c.decodeIfPresent(Bool.self, forKey: .allowSUIDAndDevices) ?? d.allowSUIDAndDevices
+        d.fanotifyInflightJournal = try c.decodeIfPresent(Bool.self, forKey: .fanotifyInflightJournal) ?? d.fanotifyInflightJournal
         self = d
     }
 

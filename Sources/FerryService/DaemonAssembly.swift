@@ -25,7 +25,8 @@ public enum DaemonAssembly {
         switch try BackendChoice.resolve(configuration.backend, stateDirectory: state) {
         case .fanotify:
             backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, metrics: metrics,
-                                              inherited: inherited, holdGroupInProcess: holdGroupInProcess, logger: logger)
+                                              inherited: inherited, holdGroupInProcess: holdGroupInProcess,
+                                              journaling: configuration.fanotifyInflightJournal, logger: logger)
         case .fscache:
             backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits,
                                              inherited: inherited, holdDeviceInProcess: holdGroupInProcess, logger: logger)
@@ -109,21 +110,27 @@ func proxyMetricsText(_ statistics: BlobProxyStatistics?) -> String {
 
 extension DaemonAssembly {
     static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, metrics: DaemonMetrics,
-                                    inherited: [(name: String, fd: FileDescriptor)], holdGroupInProcess: Bool,
+                                    inherited: [(name: String, fd: FileDescriptor)], holdGroupInProcess: Bool, journaling: Bool,
                                     logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/fanotify-group.sock"
+        let journalPath = state + "/fanotify-inflight"
         let group: FanotifyGroup
         var startedAfresh = false
+        // What a killed predecessor had read and not answered: served again, not failed.
+        let journaled = journaling ? InflightJournal.recover(path: journalPath) : []
+        var recovered: [InflightJournal.Entry] = []
         if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.fanotifyGroup }) {
             group = FanotifyGroup(adopting: stored.fd)
-            let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+            recovered = journaled
+            let orphans = FanotifyGroupHolder.answerOrphans(of: group, except: Set(journaled.map(\.fd)))
             logger.notice("took over the fanotify group from the service manager's descriptor store",
-                          metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+                          metadata: ["orphaned events answered EIO": "\(orphans.count)", "journaled events to serve": "\(journaled.count)"])
         } else if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
             group = inherited
-            let orphans = FanotifyGroupHolder.answerOrphans(of: group)
+            recovered = journaled
+            let orphans = FanotifyGroupHolder.answerOrphans(of: group, except: Set(journaled.map(\.fd)))
             logger.notice("took over the fanotify group of a previous ferryd",
-                          metadata: ["orphaned events answered EIO": "\(orphans.count)"])
+                          metadata: ["orphaned events answered EIO": "\(orphans.count)", "journaled events to serve": "\(journaled.count)"])
         } else {
             do {
                 group = try FanotifyGroup.preContent()
@@ -134,8 +141,9 @@ extension DaemonAssembly {
             if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
             startedAfresh = true
         }
+        let journal = journaling ? try InflightJournal(path: journalPath) : nil
         return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits,
-                                   metrics: metrics, startedAfresh: startedAfresh, logger: logger)
+                                   metrics: metrics, startedAfresh: startedAfresh, journal: journal, recovered: recovered, logger: logger)
     }
 
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous

@@ -209,3 +209,19 @@ public func syncDirectory(containing path: String) throws {
     defer { try? fd.close() }
     try fd.sync()
 }
+
+extension FileDescriptor {
+    /// Takes descriptor number `number` in this process with a placeholder (`/dev/null`), so that
+    /// nothing the kernel hands this process later (a fanotify event's fd) can get that number;
+    /// nil when the number is already in use. Close the returned descriptor to free the number.
+    /// The corresponding C functions are `fcntl(F_GETFD)` and `dup2`.
+    public static func occupy(number: Int32) -> FileDescriptor? {
+        guard number >= 0, cferry_fcntl_int(number, F_GETFD, 0) == -1 else { return nil }
+        let placeholder = cferry_open("/dev/null", O_RDONLY | O_CLOEXEC, 0)
+        guard placeholder >= 0 else { return nil }
+        defer { _ = CFerry.close(placeholder) }
+        guard dup2(placeholder, number) == number else { return nil }
+        _ = cferry_fcntl_int(number, F_SETFD, FD_CLOEXEC)
+        return FileDescriptor(rawValue: number, name: "placeholder for fd \(number)")
+    }
+}

@@ -54,4 +54,9 @@ extension FileDescriptor {
 public struct FileIdentity: Sendable, Hashable {
     public var device: UInt64
     public var inode: UInt64
+
+    public init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
 }

@@ -36,6 +36,8 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     private let loopTurns = Atomic<UInt64>(0)
     private let loopEnded = Atomic<Bool>(false)
     private let lastHealthCheck = Mutex<(turns: UInt64, at: UInt64)>((0, 0))
+    private let journal: InflightJournal?
+    private let recovered: Mutex<[(InflightJournal.Entry, FileDescriptor)]>
     /// How long the loop waits for events before turning anyway (its heartbeat).
     static let loopTickMilliseconds: Int32 = 250
 
@@ -61,9 +63,26 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     ///   over its marks (pending events are then re-read and served).
     ///   - startedAfresh: the group is new although a previous ferryd may have left mounts
     ///     (`DetectsLostKernelState`).
+    ///   - journal: where events in flight are recorded for a successor (nil: not recorded).
+    ///   - recovered: the events a killed predecessor had read and not answered (from its
+    ///     journal): filled and answered once re-attaching ends.
     public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
-                metrics: DaemonMetrics = DaemonMetrics(), startedAfresh: Bool = false, logger: Logger) throws {
+                metrics: DaemonMetrics = DaemonMetrics(), startedAfresh: Bool = false, journal: InflightJournal? = nil,
+                recovered: [InflightJournal.Entry] = [], logger: Logger) throws {
         self.metrics = metrics
+        self.journal = journal
+        // The kernel matches an answer by fd number alone: until a recovered event is answered,
+        // its number is held here by a placeholder, so no event this ferryd reads can get it.
+        // A number already in use here cannot be held: that event is failed now, before any read.
+        var held: [(InflightJournal.Entry, FileDescriptor)] = []
+        for entry in recovered {
+            if let placeholder = FileDescriptor.occupy(number: entry.fd) {
+                held.append((entry, placeholder))
+            } else {
+                try? group.respond(to: entry.fd, .denyWithErrno(EIO))
+            }
+        }
+        self.recovered = Mutex(held)
         self.startedAfresh = startedAfresh
         self.group = group
         self.cacheDirectory = cacheDirectory
@@ -239,6 +258,42 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             return list ?? []
         }
         for event in events { handle(event) }
+        serveRecovered()
+    }
+
+    /// Fills and allows the events a killed predecessor had read and journaled (their readers
+    /// are still blocked in the kernel); EIO only when the range cannot be filled.
+    private func serveRecovered() {
+        let entries = recovered.withLock { list -> [(InflightJournal.Entry, FileDescriptor)] in
+            defer { list = [] }
+            return list
+        }
+        guard !entries.isEmpty else { return }
+        logger.notice("serving the events a previous ferryd had read and not answered", metadata: ["count": "\(entries.count)"])
+        for (entry, placeholder) in entries {
+            guard let file = files.withLock({ $0[entry.file] }), file.handle.acquire() else {
+                logger.error("journaled event for a cache file no image uses; answering EIO", metadata: ["fd": "\(entry.fd)"])
+                try? group.respond(to: entry.fd, .denyWithErrno(EIO))
+                try? placeholder.close()
+                continue
+            }
+            let end = min(file.filler.blob.uncompressedSize, entry.offset &+ entry.count)
+            let group = self.group, logger = self.logger, metrics = self.metrics
+            Task {
+                defer {
+                    file.handle.release()
+                    try? placeholder.close()
+                }
+                do {
+                    if entry.offset < end { try await file.filler.fill(entry.offset ..< end) }
+                    try group.respond(to: entry.fd, .allow)
+                    metrics.requestAnswered(result: "recovered")
+                } catch {
+                    logger.error("journaled event could not be filled, answering EIO", metadata: ["fd": "\(entry.fd)", "error": "\(error)"])
+                    try? group.respond(to: entry.fd, .denyWithErrno(EIO))
+                }
+            }
+        }
     }
 
     private func handle(_ event: FanotifyEvent) {
@@ -280,9 +335,11 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         let start = event.range?.offset ?? 0
         let count = event.range?.count ?? blob.uncompressedSize
         let end = min(blob.uncompressedSize, start &+ count)
-        let logger = self.logger, metrics = self.metrics
+        let logger = self.logger, metrics = self.metrics, journal = self.journal
         let began = DispatchTime.now().uptimeNanoseconds
         metrics.requestStarted()
+        // Recorded before the fill starts, cleared before the answer (see InflightJournal).
+        let slot = journal?.record(InflightJournal.Entry(fd: event.fd, file: identity, offset: start, count: end > start ? end - start : 0))
         Task {
             defer { file.handle.release() }
             do {
@@ -290,11 +347,13 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
                     file.filler.stats.bytesRequested.add(Int(end - start))
                     try await file.filler.fill(start ..< end)
                 }
+                if let slot { journal?.clear(slot) }
                 self.answer(event, .allow)
                 metrics.requestFinished(result: "ok", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
                 self.unmarkIfComplete(file)
             } catch {
                 logger.error("read failed, answering EIO", metadata: ["error": "\(error)", "range": "\(start)..<\(end)"])
+                if let slot { journal?.clear(slot) }
                 self.answer(event, .denyWithErrno(EIO))
                 metrics.requestFinished(result: "error", seconds: Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9)
             }

@@ -88,9 +88,11 @@ public enum FanotifyGroupHolder {
     /// number in the reader's table, which died with it; so every plausible number is tried. Call
     /// before reading any event yourself.
     /// `limit` defaults to this process's descriptor limit (the dead ferryd had the same unit's).
-    public static func answerOrphans(of group: FanotifyGroup, upTo limit: Int32 = Int32(clamping: ProcessLimits.openFileSoftLimit())) -> [Int32] {
+    /// Numbers in `except` (events the in-flight journal recorded, which the successor serves) are skipped.
+    public static func answerOrphans(of group: FanotifyGroup, upTo limit: Int32 = Int32(clamping: ProcessLimits.openFileSoftLimit()),
+                                     except: Set<Int32> = []) -> [Int32] {
         var answered: [Int32] = []
-        for fd in 0..<limit where (try? group.respond(to: fd, .denyWithErrno(5))) != nil {
+        for fd in 0..<limit where !except.contains(fd) && (try? group.respond(to: fd, .denyWithErrno(5))) != nil {
             answered.append(fd)
         }
         return answered

@@ -444,4 +444,62 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
         #expect(diff.isEmpty, "after the successor, every byte is right:\n\(diff.joined(separator: "\n"))\n\(successor.log.suffix(2000))")
     }
+
+    /// Twenty SIGKILLs of ferryd under four byte-comparing readers (page cache dropped every
+    /// round): not one read fails. Events the killed ferryd had read and not answered are in its
+    /// in-flight journal; the successor fills their ranges and allows them instead of answering
+    /// EIO. (`FERRY_TEST_INFLIGHT_JOURNAL=off` runs the same with the journal switched off: then
+    /// reads fail, which is what the journal is for.)
+    @Test func twentyKillsUnderReadersFailNoRead() throws {
+        guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
+        let ws = try Workspace("fan-journal")
+        let (image, reference, _, registry) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
+        let journal = ProcessInfo.processInfo.environment["FERRY_TEST_INFLIGHT_JOURNAL"] != "off"
+        let config = ws.sub("ferryd.json")
+        try Data(#"{"fanotify_inflight_journal": \#(journal)}"#.utf8).write(to: URL(fileURLWithPath: config))
+        func start() throws -> DaemonProcess { try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host, "--config", config]) }
+        var daemon = try start()
+        let mnt = try FanotifyDaemonTests.mountpoint(ws)
+        try daemon.ferry(["mount", reference, mnt])
+        defer { _ = try? Shell.run(["umount", "-l", mnt]) }
+        let files = ["usr/lib/big.bin", "usr/lib/odd-size", "usr/lib/odd-copy", "etc/shared"]
+        var failed: [String] = []
+        var served = 0
+        for round in 0..<20 {
+            _ = try? Shell.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"])
+            var readers: [(Process, Int)] = []
+            for (i, f) in files.enumerated() {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/cmp")
+                p.arguments = ["\(mnt)/\(f)", "\(image.reference)/\(f)"]
+                p.standardOutput = FileHandle.nullDevice
+                let err = ws.path + "/jerr-\(round)-\(i)"
+                _ = FileManager.default.createFile(atPath: err, contents: nil)
+                p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+                try p.run()
+                readers.append((p, i))
+            }
+            usleep(UInt32(20_000 + (round % 5) * 15_000))
+            daemon.kill()
+            daemon.endsGroupHolder = false
+            daemon = try start()
+            for (p, i) in readers {
+                p.waitUntilExit()
+                guard p.terminationStatus != 0 else { continue }
+                let err = (try? String(contentsOfFile: "\(ws.path)/jerr-\(round)-\(i)", encoding: .utf8)) ?? ""
+                failed.append("round \(round) \(files[i]): \(err)")
+                #expect(!err.contains("differ"), "WRONG BYTES in \(files[i]): \(err)")
+            }
+            if let line = daemon.log.split(separator: "\n").first(where: { $0.contains("journaled events to serve") }),
+               let count = line.split(separator: "journaled events to serve=").last?.split(separator: " ").first.flatMap({ Int($0) }) {
+                served += count
+            }
+        }
+        daemon.endsGroupHolder = true
+        print("in-flight journal \(journal ? "on" : "off"): 20 SIGKILLs under 4 readers, \(failed.count) failed reads, "
+              + "\(served) journaled events served by successors")
+        #expect(failed.isEmpty, "failed reads across the kills:\n\(failed.joined(separator: "\n"))")
+        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
+        #expect(diff.isEmpty, "\(diff.joined(separator: "\n"))")
+    }
 }
