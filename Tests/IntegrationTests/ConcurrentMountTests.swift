@@ -284,12 +284,13 @@ final class DelayingProxy {
     let log: String
     var host: String { "127.0.0.1:\(port)" }
 
-    init(upstream: String, delay: Double, log: String) throws {
+    /// - Parameter rangedDelay: seconds every ranged blob GET (a chunk fill) is held too.
+    init(upstream: String, delay: Double, log: String, rangedDelay: Double = 0) throws {
         self.log = log
         port = Int.random(in: 20000...40000)
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [Build.fixture("delaying_proxy.py"), String(port), upstream, String(delay), log]
+        process.arguments = [Build.fixture("delaying_proxy.py"), String(port), upstream, String(delay), log, String(rangedDelay)]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

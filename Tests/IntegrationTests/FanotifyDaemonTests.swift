@@ -445,33 +445,37 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         #expect(diff.isEmpty, "after the successor, every byte is right:\n\(diff.joined(separator: "\n"))\n\(successor.log.suffix(2000))")
     }
 
-    /// Twenty SIGKILLs of ferryd under four byte-comparing readers (page cache dropped every
-    /// round): not one read fails. Events the killed ferryd had read and not answered are in its
-    /// in-flight journal; the successor fills their ranges and allows them instead of answering
-    /// EIO. (`FERRY_TEST_INFLIGHT_JOURNAL=off` runs the same with the journal switched off: then
-    /// reads fail, which is what the journal is for.)
+    /// Twenty SIGKILLs of ferryd under four readers, each killed while every reader waits for a
+    /// fill (a proxy holds each chunk fetch 300 ms): not one read fails. The readers read random
+    /// pages with readahead off and compare every byte. Events the killed ferryd had read and not
+    /// answered are in its in-flight journal, and the successor fills and allows them instead of
+    /// answering EIO: not one is failed. `FERRY_TEST_INFLIGHT_JOURNAL=off` runs the same with the
+    /// journal off (then 61 were answered EIO in one run, and the test fails).
     @Test func twentyKillsUnderReadersFailNoRead() throws {
-        guard integrationPrerequisitesMet(tools: RichImage.tools) else { return }
+        guard integrationPrerequisitesMet(tools: RichImage.tools + ["python3"]) else { return }
         let ws = try Workspace("fan-journal")
-        let (image, reference, _, registry) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
+        let (image, _, _, registry) = try FanotifyDaemonTests.converted(ws, chunkSize: "4KiB")
+        let proxy = try DelayingProxy(upstream: registry.host, delay: 0, log: ws.sub("proxy.log"), rangedDelay: 0.3)
         let journal = ProcessInfo.processInfo.environment["FERRY_TEST_INFLIGHT_JOURNAL"] != "off"
         let config = ws.sub("ferryd.json")
-        try Data(#"{"fanotify_inflight_journal": \#(journal)}"#.utf8).write(to: URL(fileURLWithPath: config))
-        func start() throws -> DaemonProcess { try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host, "--config", config]) }
+        try Data(#"{"fanotify_inflight_journal": \#(journal), "chunk_store": false, "readahead_bytes": 0}"#.utf8)
+            .write(to: URL(fileURLWithPath: config))
+        func start() throws -> DaemonProcess {
+            try DaemonProcess(workspace: ws, extraArguments: ["--plain-http", registry.host, "--plain-http", proxy.host, "--config", config])
+        }
         var daemon = try start()
         let mnt = try FanotifyDaemonTests.mountpoint(ws)
-        try daemon.ferry(["mount", reference, mnt])
+        try daemon.ferry(["mount", "docker://\(proxy.host)/rich:ferry", mnt])
         defer { _ = try? Shell.run(["umount", "-l", mnt]) }
         let files = ["usr/lib/big.bin", "usr/lib/odd-size", "usr/lib/odd-copy", "etc/shared"]
         var failed: [String] = []
-        var served = 0
+        var served = 0, orphans = 0
         for round in 0..<20 {
-            _ = try? Shell.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"])
             var readers: [(Process, Int)] = []
             for (i, f) in files.enumerated() {
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/cmp")
-                p.arguments = ["\(mnt)/\(f)", "\(image.reference)/\(f)"]
+                p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+                p.arguments = [Build.fixture("random_page_reader.py"), "\(mnt)/\(f)", "\(image.reference)/\(f)", "3", "\(round * 10 + i)"]
                 p.standardOutput = FileHandle.nullDevice
                 let err = ws.path + "/jerr-\(round)-\(i)"
                 _ = FileManager.default.createFile(atPath: err, contents: nil)
@@ -479,7 +483,7 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
                 try p.run()
                 readers.append((p, i))
             }
-            usleep(UInt32(20_000 + (round % 5) * 15_000))
+            usleep(150_000)
             daemon.kill()
             daemon.endsGroupHolder = false
             daemon = try start()
@@ -490,16 +494,19 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
                 failed.append("round \(round) \(files[i]): \(err)")
                 #expect(!err.contains("differ"), "WRONG BYTES in \(files[i]): \(err)")
             }
-            if let line = daemon.log.split(separator: "\n").first(where: { $0.contains("journaled events to serve") }),
-               let count = line.split(separator: "journaled events to serve=").last?.split(separator: " ").first.flatMap({ Int($0) }) {
-                served += count
+            if let line = daemon.log.split(separator: "\n").first(where: { $0.contains("journaled events to serve") }) {
+                func figure(_ key: String) -> Int { line.split(separator: "\(key)=").last?.split(separator: " ").first.flatMap { Int($0) } ?? 0 }
+                served += figure("journaled events to serve")
+                orphans += figure("orphaned events answered EIO")
             }
         }
         daemon.endsGroupHolder = true
         print("in-flight journal \(journal ? "on" : "off"): 20 SIGKILLs under 4 readers, \(failed.count) failed reads, "
-              + "\(served) journaled events served by successors")
+              + "\(served) journaled events served by successors, \(orphans) answered EIO")
         #expect(failed.isEmpty, "failed reads across the kills:\n\(failed.joined(separator: "\n"))")
-        let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
-        #expect(diff.isEmpty, "\(diff.joined(separator: "\n"))")
+        // What the journal is for: no request the killed ferryd had taken is failed by its
+        // successor (a buffered reader often survives such an EIO only because the kernel retries
+        // a failed readahead page by page; without the journal there are dozens of them).
+        #expect(orphans == 0, "\(orphans) requests of killed ferryds were answered EIO by their successors")
     }
 }
