@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+
+/// Ferry's layer merge against the layers real builders write and the tree `umoci unpack`
+/// makes of them (Kernel-Notes/layers.md lists the rules and the allowed differences: none).
+@Suite(.serialized) struct LayerStackTests {
+    /// Issue #19: umoci repack writes a directory replaced by a file as the file followed by
+    /// whiteouts of the directory's old children (`deep/.wh.d00`); Ferry refused the layer.
+    @Test func umociDirectoryReplacedByFileConvertsAndMountsEqual() throws {
+        guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
+        let ws = try Workspace("umoci-dir-to-file")
+        let stack: [[LayerChange]] = [
+            [.directory("deep"), .directory("deep/d00"), .file("deep/d00/x", size: 3, fill: 1, holeAt: nil),
+             .file("deep/f", size: 2, fill: 2, holeAt: nil), .directory("keep")],
+            [.remove("deep"), .file("deep", size: 5, fill: 3, holeAt: nil)],
+            [.file("keep/late", size: 7, fill: 4, holeAt: nil)],
+        ]
+        let harness = LayerStackHarness(directory: ws.sub("stack"))
+        var whiteouts: [String] = []
+        let outcome = harness.replay(stack, variants: [.dockerArchive, .mixedCompression]) { image in
+            // The test is only worth something if umoci really wrote whiteouts below the file.
+            let listing = try Shell.check(["sh", "-c", "for b in '\(image)'/blobs/sha256/*; do tar -tzf \"$b\" 2>/dev/null; done"])
+            whiteouts = listing.split(separator: "\n").map(String.init).filter { $0.contains(".wh.") }
+        }
+        #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
+        #expect(outcome.differences.isEmpty, "\n\(outcome.summary)")
+        #expect(Set(whiteouts) == ["deep/.wh.d00", "deep/.wh.f"], "umoci wrote \(whiteouts)")
+    }
+
+    /// Sparse files as GNU tar writes them (old GNU 'S' headers, PAX 0.0, 0.1 and 1.0), one layer
+    /// per format; umoci unpacks them with Go's archive/tar (as containerd does).
+    @Test func gnuTarSparseFormatsEqualUmociUnpack() throws {
+        guard integrationPrerequisitesMet(tools: LayerStackHarness.tools + ["tar", "truncate", "dd"]) else { return }
+        let ws = try Workspace("sparse-formats")
+        let image = ws.sub("img")
+        try Shell.check(["umoci", "init", "--layout", image])
+        try Shell.check(["umoci", "new", "--image", image + ":t"])
+        let formats = [["--format=gnu"], ["--format=posix", "--sparse-version=0.0"],
+                       ["--format=posix", "--sparse-version=0.1"], ["--format=posix", "--sparse-version=1.0"]]
+        for (i, format) in formats.enumerated() {
+            let src = ws.sub("src\(i)")
+            try FileManager.default.createDirectory(atPath: src + "/d\(i)", withIntermediateDirectories: true)
+            // Data islands in a 5 MiB file (one at the very end), a file that is all hole, and
+            // one that starts with data.
+            try Shell.check(["sh", "-c", """
+                cd '\(src)/d\(i)' && truncate -s 5M islands && printf 'abc' | dd of=islands bs=1 seek=1000000 conv=notrunc 2>/dev/null \
+                && head -c 70000 /dev/urandom | dd of=islands bs=4096 seek=700 conv=notrunc 2>/dev/null \
+                && printf 'end' | dd of=islands bs=1 seek=5242877 conv=notrunc 2>/dev/null \
+                && truncate -s 3M hole && head -c 9000 /dev/urandom > head && truncate -s 2M head
+                """])
+            let tar = ws.sub("layer\(i).tar")
+            try Shell.check(["tar", "--sparse"] + format + ["-cf", tar, "-C", src, "."])
+            // The test means something only if tar really stored the files sparse.
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: tar)[.size] as? Int)
+            #expect(size < 1 << 20, "\(format): tar wrote \(size) bytes, not sparse")
+            try Shell.check(["umoci", "raw", "add-layer", "--no-history", "--image", image + ":t", tar])
+        }
+        try Shell.check(["umoci", "unpack", "--image", image + ":t", ws.sub("ref")])
+        let differences = try LayerStackHarness(directory: ws.sub("convert")).compare(input: "oci:\(image):t", reference: ws.sub("ref/rootfs"))
+        #expect(differences.isEmpty, "\n\(differences.joined(separator: "\n"))")
+    }
+
+    /// Stacks that once differed, shrunk to what still showed the difference.
+    static let regressions: [[[LayerChange]]] = [
+        // Whiteouts below a symlink that replaced a directory follow the symlink (umoci and
+        // containerd both resolve the parent path), removing the target's child.
+        [[.directory("t"), .file("t/x", size: 1, fill: 1, holeAt: nil), .directory("d"), .file("d/x", size: 1, fill: 2, holeAt: nil)],
+         [.remove("d"), .symlink("d", target: "t")]],
+    ]
+
+    @Test(arguments: regressions.indices)
+    func shrunkStackEqualsUmociUnpack(_ index: Int) throws {
+        guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
+        let ws = try Workspace("layer-regression")
+        let outcome = LayerStackHarness(directory: ws.sub("stack")).replay(Self.regressions[index])
+        #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
+        #expect(outcome.differences.isEmpty, "\n\(outcome.summary)")
+    }
+
+    /// The differential test: `FERRY_LAYER_STACKS` (default 200) random stacks from
+    /// `FERRY_LAYER_SEED` (default 19), or as many as fit in `FERRY_LAYER_SECONDS`, on
+    /// `FERRY_LAYER_JOBS` workers (default 2). Every eighth stack also goes through
+    /// `docker-archive:`, another eighth through mixed gzip/zstd/uncompressed layers, and every
+    /// sixteenth is built by buildah instead of umoci. Failures are shrunk and printed as replayable Swift.
+    @Test func randomLayerStacksEqualUmociUnpack() throws {
+        guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
+        let env = ProcessInfo.processInfo.environment
+        let seed = env["FERRY_LAYER_SEED"].flatMap { UInt64($0) } ?? 19
+        let seconds = env["FERRY_LAYER_SECONDS"].flatMap { Double($0) }
+        let stacks = env["FERRY_LAYER_STACKS"].flatMap { Int($0) } ?? (seconds == nil ? 200 : Int.max)
+        let jobs = max(1, env["FERRY_LAYER_JOBS"].flatMap { Int($0) } ?? 2)
+        // buildah builds every sixteenth stack where it is installed (Tools/setup installs it).
+        let useBuildah = Shell.has("buildah")
+        let ws = try Workspace("layer-stacks")
+        let results = StackResults()
+        let start = Date()
+        DispatchQueue.concurrentPerform(iterations: jobs) { worker in
+            var index = worker
+            while index < stacks {
+                if let seconds, Date().timeIntervalSince(start) > seconds { break }
+                // Each stack has its own seed, so a failure reruns alone.
+                let stackSeed = seed &* 1_000_003 &+ UInt64(index)
+                var harness = LayerStackHarness(directory: ws.sub("w\(worker)"))
+                var variants: [LayerStackHarness.Variant] = []
+                switch index % 16 {
+                case 0, 8: variants = [.dockerArchive]
+                case 4, 12: variants = [.mixedCompression]
+                case 2: harness.builder = useBuildah ? .buildah : .umoci
+                default: break
+                }
+                let outcome = harness.run(seed: stackSeed, variants: variants)
+                results.add(outcome, seed: stackSeed) { harness.shrink(outcome) }
+                index += jobs
+            }
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let (count, layers, changes, failures) = results.totals
+        print("layer stacks: \(count) stacks, \(layers) layers, \(changes) changes, seed \(seed), \(jobs) jobs, "
+            + String(format: "%.1f s", elapsed) + ", \(failures.count) failing")
+        for failure in failures { Issue.record(Comment(rawValue: failure)) }
+        #expect(count >= min(stacks, 1))
+    }
+}
+
+/// Collects outcomes from the workers; shrinks the first few failures.
+private final class StackResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0, layers = 0, changes = 0
+    private var failures: [String] = []
+
+    func add(_ outcome: LayerStackHarness.Outcome, seed: UInt64, shrink: () -> LayerStackHarness.Outcome) {
+        let failed = !outcome.differences.isEmpty || outcome.failure != nil
+        lock.lock()
+        count += 1
+        layers += outcome.layers.count
+        changes += outcome.layers.reduce(0) { $0 + $1.count }
+        let shrinkThis = failed && failures.count < 3
+        lock.unlock()
+        guard failed else { return }
+        let shown = shrinkThis ? shrink() : outcome
+        let text = "stack seed \(seed) differs from umoci unpack\(shrinkThis ? " (shrunk)" : ""):\n\(shown.summary)"
+        lock.lock()
+        failures.append(text)
+        lock.unlock()
+    }
+
+    var totals: (Int, Int, Int, [String]) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (count, layers, changes, failures)
+    }
+}
