@@ -90,29 +90,32 @@ enum LayerChange: Sendable, CustomStringConvertible {
                 try? handle.write(contentsOf: Data(bytes))
             }
         case .directory:
-            return mkdir(full, 0o755) == 0
+            return Glibc.mkdir(full, 0o755) == 0
         case let .symlink(_, target):
-            return symlink(target, full) == 0
+            return Glibc.symlink(target, full) == 0
         case let .hardlink(_, to):
             guard (try? RawPath.status(Array((root + "/" + to).utf8)))?.isRegular == true else { return false }
-            return link(root + "/" + to, full) == 0
+            return Glibc.link(root + "/" + to, full) == 0
         case let .device(_, character, major, minor):
-            return mknod(full, (character ? S_IFCHR : S_IFBLK) | 0o640, makedev(major, minor)) == 0
+            // glibc's makedev (a macro Swift does not import): the 32-bit major and minor interleaved.
+            let device = UInt64(major & 0xfff) << 8 | UInt64(minor & 0xff) | UInt64(minor & ~0xff) << 12 | UInt64(major & ~0xfff) << 32
+            return Glibc.mknod(full, (character ? S_IFCHR : S_IFBLK) | 0o640, dev_t(device)) == 0
         case .fifo:
-            return mkfifo(full, 0o644) == 0
+            return Glibc.mkfifo(full, 0o644) == 0
         case .remove:
             return (try? FileManager.default.removeItem(atPath: full)) != nil
         case let .chmod(_, mode):
             guard (try? RawPath.status(Array(full.utf8)))?.isSymlink == false else { return false }
-            return chmod(full, mode_t(mode)) == 0
+            return Glibc.chmod(full, mode_t(mode)) == 0
         case let .chown(_, uid, gid):
-            return lchown(full, uid, gid) == 0
+            return Glibc.lchown(full, uid, gid) == 0
         case let .xattr(_, name, value):
             // user.* xattrs exist only on regular files and directories.
             let status = try? RawPath.status(Array(full.utf8))
             guard status?.isRegular == true || status?.isDirectory == true else { return false }
-            if let value { return lsetxattr(full, name, Array(value.utf8), value.utf8.count, 0) == 0 }
-            return lremovexattr(full, name) == 0
+            // setfattr(1): Glibc's module does not export <sys/xattr.h>.
+            let arguments = value.map { ["-n", name, "-v", "0s" + Data($0.utf8).base64EncodedString()] } ?? ["-x", name]
+            return (try? Shell.run(["setfattr", "-h"] + arguments + [full]).status) == 0
         case let .mtime(_, seconds):
             let times = [timespec(tv_sec: Int(seconds), tv_nsec: 0), timespec(tv_sec: Int(seconds), tv_nsec: 0)]
             return utimensat(AT_FDCWD, full, times, AT_SYMLINK_NOFOLLOW) == 0
