@@ -96,6 +96,7 @@ import Testing
         let jobs = max(1, env["FERRY_LAYER_JOBS"].flatMap { Int($0) } ?? 2)
         // buildah builds every sixteenth stack where it is installed (Tools/setup installs it).
         let useBuildah = Shell.has("buildah")
+        let verbose = env["FERRY_LAYER_VERBOSE"] != nil
         let ws = try Workspace("layer-stacks")
         let results = StackResults()
         let start = Date()
@@ -105,7 +106,7 @@ import Testing
             while index < stacks {
                 if let seconds, Date().timeIntervalSince(start) > seconds { break }
                 // Each stack has its own seed, so a failure reruns alone.
-                let stackSeed = seed &* 1_000_003 &+ UInt64(index)
+                let stackSeed = env["FERRY_LAYER_STACK_SEED"].flatMap { UInt64($0) } ?? seed &* 1_000_003 &+ UInt64(index)
                 var harness = LayerStackHarness(directory: scratch + "/w\(worker)")
                 var variants: [LayerStackHarness.Variant] = []
                 switch index % 16 {
@@ -115,6 +116,7 @@ import Testing
                 default: break
                 }
                 let outcome = harness.run(seed: stackSeed, variants: variants)
+                if verbose { print("stack \(index) seed \(stackSeed) \(variants) \(harness.builder):\n\(outcome.summary)") }
                 results.add(outcome, seed: stackSeed) { harness.shrink(outcome) }
                 index += jobs
             }

@@ -64,6 +64,9 @@ struct LayerStackHarness {
         check(variants: variants, inspect: inspect) { rootfs, index in
             guard index < layers.count else { return nil }
             for change in layers[index] { change.apply(in: rootfs) }
+            // As the generator does: a stamp per step, so that umoci always makes a layer (a
+            // shrunk step may have lost the recorded stamp).
+            LayerChange.file(".stamp", size: 1000 + index, fill: 0x73, holeAt: nil).apply(in: rootfs)
             return layers[index]
         }
     }
@@ -71,6 +74,12 @@ struct LayerStackHarness {
     /// Drops layers, then single changes, while the stack still fails: the smallest failing
     /// stack found this way (delta debugging, one element at a time).
     func shrink(_ failing: Outcome) -> Outcome {
+        // A candidate still fails the same way: a difference for a difference, the same tool
+        // for a tool failure.
+        func tool(_ o: Outcome) -> Substring? { o.failure.map { $0.prefix { $0 != " " } } }
+        func stillFails(_ o: Outcome) -> Bool {
+            failing.differences.isEmpty ? (tool(o) != nil && tool(o) == tool(failing)) : !o.differences.isEmpty
+        }
         var best = failing
         var improved = true
         while improved {
@@ -79,7 +88,7 @@ struct LayerStackHarness {
                 var candidate = best.layers
                 candidate.remove(at: i)
                 let outcome = replay(candidate)
-                if !outcome.differences.isEmpty || outcome.failure != nil { best = outcome; improved = true; break }
+                if stillFails(outcome) { best = outcome; improved = true; break }
             }
             if improved { continue }
             outer: for i in best.layers.indices {
@@ -87,7 +96,7 @@ struct LayerStackHarness {
                     var candidate = best.layers
                     candidate[i].remove(at: j)
                     let outcome = replay(candidate)
-                    if !outcome.differences.isEmpty || outcome.failure != nil { best = outcome; improved = true; break outer }
+                    if stillFails(outcome) { best = outcome; improved = true; break outer }
                 }
             }
         }

@@ -130,17 +130,25 @@ enum LayerChange: Sendable, CustomStringConvertible {
 /// and after 2038, names longer than 100 bytes.
 struct LayerStackGenerator {
     var rng: SeededGenerator
+    private var stamp = 0
+
+    init(rng: SeededGenerator) { self.rng = rng }
 
     static let names = ["a", "b", "d00", "etc", "usr", "x y", "ünï", ".hidden", String(repeating: "long", count: 30)]
 
     /// Changes for one layer, applied to `root` as they are drawn.
     mutating func step(in root: String, first: Bool) -> [LayerChange] {
         var changes: [LayerChange] = []
-        let count = first ? Int.random(in: 4...10, using: &rng) : Int.random(in: 1...6, using: &rng)
+        let count = first ? Int.random(in: 5...14, using: &rng) : Int.random(in: 1...8, using: &rng)
         for _ in 0..<count {
             let change = draw(in: root)
             if change.apply(in: root) { changes.append(change) }
         }
+        // umoci repack makes no layer of a step without a net change, and then fails to write
+        // its metadata ("mtree: file exists"); a stamp that differs in every step avoids that.
+        stamp += 1
+        let stampChange = LayerChange.file(".stamp", size: stamp, fill: 0x73, holeAt: nil)
+        if stampChange.apply(in: root) { changes.append(stampChange) }
         return changes
     }
 
