@@ -8,8 +8,9 @@
 /// ```
 /// Understands ustar, GNU (long names 'L', long links 'K', base-256 numbers, sparse 'S') and
 /// PAX ('x', 'g') headers, including GNU's PAX sparse formats 0.0, 0.1 and 1.0: a sparse file's
-/// `size` is its real size and `readData` returns zeros for its holes. At the end of the archive the rest of the source is read and discarded, so that a
-/// `VerifyingSource` underneath checks the blob's digest before `next()` returns nil.
+/// `size` is its real size and `readData` returns zeros for its holes. At the end of the
+/// archive the rest of the source is read and discarded, so that a `VerifyingSource` underneath
+/// checks the blob's digest before `next()` returns nil.
 public final class TarReader {
     /// Names the layer in errors.
     public let layer: String
@@ -277,20 +278,32 @@ public final class TarReader {
         case let .success(.some(.inRecords(found))):
             map = found
         case let .success(.some(.inData(realSize))):
+            // Newline-terminated decimals padded to a whole block: read block by block, never
+            // past a block boundary (the file's data follows), counting lines as they come so
+            // the map is parsed once.
+            let block = TarHeader.blockSize
             var bytes: [UInt8] = []
+            var lines = 0
+            var needed: Int?
             while true {
-                guard bytes.count < (1 << 24), let piece = try readStored(upTo: TarHeader.blockSize) else {
+                guard bytes.count < (1 << 24), let piece = try readStored(upTo: block - bytes.count % block) else {
                     throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map at the start of the data is missing or too long")
                 }
+                lines += piece.reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) }
                 bytes += piece
-                if case let .failure(problem) = SparseMap.dataMap(bytes, realSize: realSize) {
-                    throw OCIError.malformedTar(layer: layer, entry: entry, reason: problem.reason)
+                if needed == nil, let newline = bytes.firstIndex(of: 0x0a) {
+                    guard let count = Int(String(decoding: bytes[..<newline], as: UTF8.self)), count >= 0, count <= 1 << 20 else {
+                        throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map in the data does not start with a segment count")
+                    }
+                    needed = 1 + 2 * count
                 }
-                // The map is padded to a whole block.
-                if bytes.count % TarHeader.blockSize == 0, case let .success(found?) = SparseMap.dataMap(bytes, realSize: realSize) {
-                    map = found.0
-                    break
+                guard let needed, lines >= needed, bytes.count % block == 0 else { continue }
+                switch SparseMap.dataMap(bytes, realSize: realSize) {
+                case let .success(found?): map = found.0
+                case let .failure(problem): throw OCIError.malformedTar(layer: layer, entry: entry, reason: problem.reason)
+                case .success(nil): throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map in the data is incomplete")
                 }
+                break
             }
         }
         guard let map else { return nil }

@@ -271,10 +271,39 @@ import Testing
         tar.file("allhole", "")
         tar.end()
         let entries = try readTar(tar.bytes)
+        // A source that hands out 100 bytes at a time: the 1.0 map must still end exactly at
+        // its block boundary (reading past it would shift the file's data).
+        let trickled = TarReader(source: TrickleSource(tar.bytes, piece: 100), layer: "t")
+        var trickledData: [[UInt8]] = []
+        while try trickled.next() != nil {
+            var data = [UInt8]()
+            while let piece = try trickled.readData(upTo: 1000) { data += piece }
+            trickledData.append(data)
+        }
+        #expect(trickledData == entries.map(\.data))
         #expect(entries.map(\.entry.displayPath) == ["v00", "v01", "dir/v10", "gnu", "allhole"])
         for (entry, data) in entries.prefix(4) {
             #expect(entry.size == 12 && data == expected, "\(entry.displayPath)")
         }
         #expect(entries[4].entry.size == 5 && entries[4].data == [0, 0, 0, 0, 0])
+    }
+}
+
+/// Hands out at most `piece` bytes per read, as a network or decompressing source may.
+final class TrickleSource: ByteSource {
+    private let bytes: [UInt8]
+    private let piece: Int
+    private var position = 0
+
+    init(_ bytes: [UInt8], piece: Int) {
+        self.bytes = bytes
+        self.piece = piece
+    }
+
+    func read(upTo count: Int) throws -> ArraySlice<UInt8>? {
+        guard position < bytes.count, count > 0 else { return nil }
+        let end = min(bytes.count, position + min(count, piece))
+        defer { position = end }
+        return bytes[position..<end]
     }
 }
