@@ -73,6 +73,13 @@ import Testing
         // the whiteout's parent path), and so does Ferry.
         [[.directory("t"), .file("t/x", size: 1, fill: 1, holeAt: nil), .directory("d"), .file("d/x", size: 1, fill: 2, holeAt: nil)],
          [.remove("d"), .symlink("d", target: "t")]],
+        // Found by Tools/fuzz-layers (seed 7): a directory replaced by a dangling absolute
+        // symlink; umoci's whiteout below it creates nothing in umoci, an empty /usr in
+        // containerd and Ferry (the allowed difference).
+        [[.directory("etc"), .file("etc/x y", size: 5784, fill: 31, holeAt: nil)], [.symlink("etc", target: "/usr")]],
+        // Found by Tools/fuzz-layers (seed 7): a directory replaced by a symlink to itself; the
+        // whiteout below it loops, umoci unpack and Ferry both refuse the image.
+        [[.directory(".hidden"), .file(".hidden/ünï", size: 2751, fill: 1, holeAt: nil)], [.symlink(".hidden", target: ".hidden")]],
     ]
 
     @Test(arguments: regressions.indices)
@@ -124,8 +131,8 @@ import Testing
             }
         }
         let elapsed = Date().timeIntervalSince(start)
-        let (count, layers, changes, failures) = results.totals
-        print("layer stacks: \(count) stacks, \(layers) layers, \(changes) changes, seed \(seed), \(jobs) jobs, "
+        let (count, layers, changes, refused, failures) = results.totals
+        print("layer stacks: \(count) stacks, \(layers) layers, \(changes) changes, \(refused) refused by umoci and Ferry alike, seed \(seed), \(jobs) jobs, "
             + String(format: "%.1f s", elapsed) + ", \(failures.count) failing")
         for failure in failures { Issue.record(Comment(rawValue: failure)) }
         #expect(count >= min(stacks, 1))
@@ -135,13 +142,14 @@ import Testing
 /// Collects outcomes from the workers; shrinks the first few failures.
 private final class StackResults: @unchecked Sendable {
     private let lock = NSLock()
-    private var count = 0, layers = 0, changes = 0
+    private var count = 0, layers = 0, changes = 0, refused = 0
     private var failures: [String] = []
 
     func add(_ outcome: LayerStackHarness.Outcome, seed: UInt64, shrink: () -> LayerStackHarness.Outcome) {
         let failed = !outcome.differences.isEmpty || outcome.failure != nil
         lock.lock()
         count += 1
+        if outcome.bothRefused { refused += 1 }
         layers += outcome.layers.count
         changes += outcome.layers.reduce(0) { $0 + $1.count }
         let shrinkThis = failed && failures.count < 3
@@ -154,9 +162,9 @@ private final class StackResults: @unchecked Sendable {
         lock.unlock()
     }
 
-    var totals: (Int, Int, Int, [String]) {
+    var totals: (Int, Int, Int, Int, [String]) {
         lock.lock()
         defer { lock.unlock() }
-        return (count, layers, changes, failures)
+        return (count, layers, changes, refused, failures)
     }
 }

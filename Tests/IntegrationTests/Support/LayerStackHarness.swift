@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Testing
 
@@ -19,6 +20,8 @@ struct LayerStackHarness {
         var differences: [String]
         /// Set when a tool (not the comparison) failed; then `differences` is empty.
         var failure: String?
+        /// umoci unpack and Ferry both refused the image.
+        var bothRefused = false
 
         var summary: String {
             let steps = layers.enumerated().map { "  layer \($0.offset + 1): [\($0.element.map(\.description).joined(separator: ", "))]" }
@@ -138,7 +141,13 @@ struct LayerStackHarness {
                 }
                 try Shell.check(buildah + ["push", "-q", base, "oci:\(image):t"])
             }
-            try Shell.check(["umoci", "unpack", "--image", image + ":t", directory + "/ref"])
+            let unpack = try Shell.run(["umoci", "unpack", "--image", image + ":t", directory + "/ref"])
+            guard unpack.status == 0 else {
+                // umoci refuses some of its own layers (a whiteout below a symlink loop: ELOOP);
+                // so does containerd (`fs.RootPath`), and Ferry must too.
+                let convert = try Shell.run([Build.ferry, "convert", "oci:\(image):t", "oci:\(directory)/ferry:t"])
+                return Outcome(layers: layers, differences: convert.status == 0 ? ["umoci unpack refuses the image, Ferry converts it: \(unpack.stderr)"] : [], bothRefused: true)
+            }
             try inspect?(image)
             var differences = try compare(input: "oci:\(image):t", reference: directory + "/ref/rootfs")
             for variant in variants where differences.isEmpty {
@@ -206,6 +215,20 @@ struct LayerStackHarness {
         try JSONSerialization.data(withJSONObject: index).write(to: indexURL)
     }
 
+    /// The one allowed difference besides the root's mtime (Kernel-Notes/layers.md): an empty
+    /// directory (0755, root, mtime 0) that Ferry made, as containerd does, for a whiteout
+    /// whose parent path is missing, e.g. at a dangling symlink's target when umoci repack writes
+    /// a directory replaced by that symlink as the symlink plus whiteouts below it. umoci
+    /// creates nothing there.
+    static func isWhiteoutParent(_ difference: String, in mnt: String) -> Bool {
+        let suffix = ": unexpected in actual"
+        guard difference.hasSuffix(suffix) else { return false }
+        let path = Array((mnt + "/" + difference.dropLast(suffix.count)).utf8)
+        guard let status = try? RawPath.status(path), status.isDirectory, status.mode & 0o7777 == 0o755,
+              status.uid == 0, status.gid == 0, status.mtimeSeconds == 0, (try? RawPath.list(path))?.isEmpty == true else { return false }
+        return true
+    }
+
     /// Converts `input`, exports it, mounts the export and compares it with `reference`.
     func compare(input: String, reference: String) throws -> [String] {
         let converted = directory + "/ferry", exported = directory + "/export.erofs", mnt = directory + "/mnt"
@@ -216,6 +239,6 @@ struct LayerStackHarness {
         try Shell.check(["mount", "-t", "erofs", "-o", "ro,loop", exported, mnt])
         defer { _ = try? Shell.run(["umount", mnt]) }
         return try TreeDiff.differences(expected: reference, actual: mnt, options: .init(compareRootMtime: false), limit: 20)
-            .filter { !$0.hasPrefix("compared only") }
+            .filter { !$0.hasPrefix("compared only") && !Self.isWhiteoutParent($0, in: mnt) }
     }
 }
