@@ -116,7 +116,8 @@ import Testing
                 if let seconds, Date().timeIntervalSince(start) > seconds { break }
                 // Each stack has its own seed, so a failure reruns alone.
                 let stackSeed = env["FERRY_LAYER_STACK_SEED"].flatMap { UInt64($0) } ?? seed &* 1_000_003 &+ UInt64(index)
-                var harness = LayerStackHarness(directory: scratch + "/w\(worker)")
+                // A directory per stack: a mount a failed stack left behind cannot block the next one.
+                var harness = LayerStackHarness(directory: scratch + "/w\(worker)-\(index)")
                 var variants: [LayerStackHarness.Variant] = []
                 switch index % 16 {
                 case 0, 8: variants = [.dockerArchive]

@@ -110,7 +110,7 @@ struct LayerStackHarness {
         let fm = FileManager.default
         try? fm.removeItem(atPath: directory)
         defer {
-            _ = try? Shell.run(["umount", directory + "/mnt"])
+            _ = try? Shell.run(["umount", "-l", directory + "/mnt"])
             try? fm.removeItem(atPath: directory)
         }
         var layers: [[LayerChange]] = []
