@@ -45,7 +45,8 @@ public enum Exporter {
             try out.truncate(to: UInt64(encoded.totalBlocks) * blobBlockSize)
             try out.sync()
             try out.close()
-            try rename(temp, to: path)
+            // An existing export is replaced (`ferry export` run again to the same file).
+            try renameReplacing(temp, to: path)
         } catch {
             try? out.close()
             try? FileManager.default.removeItem(atPath: temp)

@@ -201,6 +201,14 @@ public func writeFileAtomically(_ bytes: [UInt8], to path: String, permissions: 
     try syncDirectory(containing: path)
 }
 
+/// Moves the file `from` to `path`, replacing what is there in one step (`rename(2)`; Foundation's
+/// `moveItem` refuses an existing destination).
+public func renameReplacing(_ from: String, to path: String) throws {
+    if rename(from, path) != 0 {
+        throw SystemError.syscall("rename \(from) to \(path)", errno: cferry_errno())
+    }
+}
+
 /// fsyncs the directory that holds `path`, so a rename into it survives a crash.
 public func syncDirectory(containing path: String) throws {
     let slash = path.lastIndex(of: "/")

@@ -186,6 +186,9 @@ public final class DockerArchiveSource: ImageSource {
             let name = entry.path.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
             switch entry.kind {
             case .regular:
+                guard !reader.isSparse else {
+                    throw OCIError.malformedImageStore(source: label, reason: "member \(name) is stored sparse; Ferry reads members in place (repack the archive without --sparse)")
+                }
                 members.files[name] = Member(offset: reader.dataOffset, size: entry.size)
             case .symlink:
                 let target = String(decoding: entry.symlinkTarget ?? [], as: UTF8.self)

@@ -91,7 +91,7 @@ public struct MergedTree<Payload: Sendable>: Sendable {
             try applyWhiteout(entry, name: name)
             return
         }
-        let parent = try directory(for: entry.path.dropLast(), entry: entry, create: true)
+        let parent = try directory(for: entry.path.dropLast(), entry: entry, use: .entry)
         guard let parent else { return }
         let existing = nodes[parent].children[last]
         upper.insert(UpperEntry(parent: parent, name: last))
@@ -172,8 +172,11 @@ public struct MergedTree<Payload: Sendable>: Sendable {
     // MARK: - Whiteouts
 
     private mutating func applyWhiteout(_ entry: TarEntry, name: [UInt8]) throws {
-        // Whiteouts below a missing directory hide nothing, and create nothing (as umoci does).
-        guard let dir = try directory(for: entry.path.dropLast(), entry: entry, create: false) else { return }
+        // Below a non-directory a whiteout hides nothing (umoci's repack writes a directory
+        // replaced by a file as the file followed by whiteouts of the old children; umoci
+        // ignores them, containerd refuses the layer). Missing directories are created first, as
+        // containerd does (umoci creates nothing). Kernel-Notes/layers.md has the cases.
+        guard let dir = try directory(for: entry.path.dropLast(), entry: entry, use: .whiteout) else { return }
         if name == Array(".wh..opq".utf8) {
             // Opaque: hide every child from lower layers, keep what this layer put there.
             for (child, _) in nodes[dir].children { removeLower(parent: dir, name: child) }
@@ -213,10 +216,23 @@ public struct MergedTree<Payload: Sendable>: Sendable {
 
     // MARK: - Paths
 
+    /// What a path's directory is wanted for, which decides what missing directories and
+    /// non-directory components do.
+    private enum PathUse {
+        /// A new entry: missing directories are made; a non-directory is an error (ENOTDIR in
+        /// both runtimes).
+        case entry
+        /// A whiteout: missing directories are made (containerd's `mkparent`); below a
+        /// non-directory there is nothing to hide (nil).
+        case whiteout
+        /// A hard link's target: nil for anything missing.
+        case lookup
+    }
+
     /// The directory at `path`, following symbolic links in it (scoped to the root, as umoci's
-    /// securejoin does). With `create`, missing directories are made (`implicitDirectoryMode`,
-    /// root-owned, mtime 0); without, a missing one gives nil.
-    private mutating func directory(for path: ArraySlice<[UInt8]>, entry: TarEntry, create: Bool) throws -> Int? {
+    /// securejoin and containerd's `fs.RootPath` do). Missing directories are made with
+    /// `implicitDirectoryMode`, root-owned, mtime 0, unless `use` is `.lookup`.
+    private mutating func directory(for path: ArraySlice<[UInt8]>, entry: TarEntry, use: PathUse) throws -> Int? {
         var hops = 0
         var index = Self.root
         var stack: [Int] = []
@@ -227,7 +243,7 @@ public struct MergedTree<Payload: Sendable>: Sendable {
                 continue
             }
             guard let child = nodes[index].children[name] else {
-                guard create else { return nil }
+                guard use != .lookup else { return nil }
                 let made = appendNode(.directory, mode: Self.implicitDirectoryMode, uid: 0, gid: 0)
                 nodes[index].children[name] = made
                 upper.insert(UpperEntry(parent: index, name: name))
@@ -252,6 +268,7 @@ public struct MergedTree<Payload: Sendable>: Sendable {
                     .filter { !$0.elementsEqual([UInt8(ascii: ".")]) }
                 for part in parts.reversed() { pending.append(Array(part)) }
             default:
+                guard use == .entry else { return nil }
                 throw OCIError.notADirectory(layer: layer, entry: entry.displayPath, component: String(decoding: name, as: UTF8.self))
             }
         }
@@ -262,7 +279,7 @@ public struct MergedTree<Payload: Sendable>: Sendable {
         let target = entry.hardlinkTarget ?? []
         let shown = TarPath.display(target)
         guard let name = target.last,
-              let dir = try? directory(for: target.dropLast(), entry: entry, create: false),
+              let dir = try? directory(for: target.dropLast(), entry: entry, use: .lookup),
               let index = nodes[dir].children[name] else {
             throw OCIError.danglingHardlink(layer: layer, entry: entry.displayPath, target: shown)
         }

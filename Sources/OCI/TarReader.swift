@@ -6,9 +6,11 @@
 ///     while let piece = try tar.readData(upTo: 1 << 20) { … }   // optional
 /// }
 /// ```
-/// Understands ustar, GNU (long names 'L', long links 'K', base-256 numbers) and PAX ('x', 'g')
-/// headers. At the end of the archive the rest of the source is read and discarded, so that a
-/// `VerifyingSource` underneath checks the blob's digest before `next()` returns nil.
+/// Understands ustar, GNU (long names 'L', long links 'K', base-256 numbers, sparse 'S') and
+/// PAX ('x', 'g') headers, including GNU's PAX sparse formats 0.0, 0.1 and 1.0: a sparse file's
+/// `size` is its real size and `readData` returns zeros for its holes. At the end of the
+/// archive the rest of the source is read and discarded, so that a `VerifyingSource` underneath
+/// checks the blob's digest before `next()` returns nil.
 public final class TarReader {
     /// Names the layer in errors.
     public let layer: String
@@ -20,6 +22,8 @@ public final class TarReader {
     private var dataRemaining: Int64 = 0
     private var paddingRemaining: Int64 = 0
     private var current: TarEntry?
+    /// Set while the current entry is a sparse file.
+    private var sparse: SparseCursor?
     private var globalRecords: [(key: [UInt8], value: [UInt8])] = []
     private var ended = false
 
@@ -27,8 +31,11 @@ public final class TarReader {
     static let metadataLimit: Int64 = 16 << 20
 
     /// Offset in the (uncompressed) stream of the current entry's data; lets a caller read a
-    /// member of an uncompressed tarball in place later.
+    /// member of an uncompressed tarball in place later (not a sparse one: see `isSparse`).
     public private(set) var dataOffset: Int64 = 0
+
+    /// Whether the current entry is a sparse file (its data is not stored contiguously).
+    public var isSparse: Bool { sparse != nil }
 
     public init(source: any ByteSource, layer: String) {
         self.source = source
@@ -41,6 +48,7 @@ public final class TarReader {
         guard !ended else { return nil }
         try skipRestOfEntry()
         current = nil
+        sparse = nil
         var local: [(key: [UInt8], value: [UInt8])] = []
         var longName: [UInt8]?
         var longLink: [UInt8]?
@@ -83,6 +91,9 @@ public final class TarReader {
             case UInt8(ascii: "V"):
                 // A GNU volume label names the archive, not a file.
                 try skip(Self.padded(header.size), entry: headerName)
+            case UInt8(ascii: "S"):
+                let map = try oldGNUSparseMap(block, entry: headerName)
+                return try makeEntry(header, records: globalRecords + local, longName: longName, longLink: longLink, oldGNUSparse: map)
             default:
                 return try makeEntry(header, records: globalRecords + local, longName: longName, longLink: longLink)
             }
@@ -92,6 +103,24 @@ public final class TarReader {
     /// The next piece of the current entry's data (at most `count` bytes), or nil when it has
     /// all been read. The slice is only valid until the next call on this reader.
     public func readData(upTo count: Int) throws -> ArraySlice<UInt8>? {
+        guard var cursor = sparse else { return try readStored(upTo: count) }
+        guard let (stored, length) = cursor.next(upTo: count) else { return nil }
+        let piece: ArraySlice<UInt8>
+        if stored {
+            guard let got = try readStored(upTo: length) else {
+                throw OCIError.malformedTar(layer: layer, entry: current?.displayPath, reason: "sparse file's data ends early")
+            }
+            piece = got
+        } else {
+            piece = ArraySlice(repeating: 0, count: length)
+        }
+        cursor.logical += Int64(piece.count)
+        sparse = cursor
+        return piece
+    }
+
+    /// The next piece of the data as stored in the archive.
+    private func readStored(upTo count: Int) throws -> ArraySlice<UInt8>? {
         guard dataRemaining > 0, count > 0 else { return nil }
         let want = Int(min(Int64(count), dataRemaining))
         let piece: ArraySlice<UInt8>
@@ -113,7 +142,7 @@ public final class TarReader {
     // MARK: - Entries
 
     private func makeEntry(_ header: TarHeader, records: [(key: [UInt8], value: [UInt8])],
-                           longName: [UInt8]?, longLink: [UInt8]?) throws -> TarEntry {
+                           longName: [UInt8]?, longLink: [UInt8]?, oldGNUSparse: SparseMap? = nil) throws -> TarEntry {
         var rawName = longName ?? header.name
         var rawLink = longLink ?? header.linkname
         var size = header.size
@@ -129,6 +158,8 @@ public final class TarReader {
         }
         // The path record comes first so that errors about the others name the real entry.
         for record in records where record.key == Array("path".utf8) { rawName = record.value }
+        // PAX sparse 1.0 stores the real name here (the ustar name is "GNUSparseFile.<pid>/…").
+        for record in records where record.key == Array("GNU.sparse.name".utf8) { rawName = record.value }
         for (key, value) in records {
             let text = String(decoding: value, as: UTF8.self)
             func decimal() throws -> Int64 {
@@ -157,8 +188,6 @@ public final class TarReader {
                         throw OCIError.malformedTar(layer: layer, entry: entryName, reason: "malformed record \(String(decoding: key, as: UTF8.self))")
                     }
                     addXattr(ExtendedAttribute(name: name, value: decoded))
-                } else if key.starts(with: Array("GNU.sparse.".utf8)) {
-                    throw OCIError.unsupportedTarEntry(layer: layer, entry: entryName, reason: "GNU sparse files are not supported; repack the layer without --sparse")
                 }
                 // Other records (atime, ctime, uname, gname, comment, charset, vendor keys) do not
                 // change what the layer contains.
@@ -176,7 +205,7 @@ public final class TarReader {
         }
         let kind: TarEntry.Kind
         switch header.typeflag {
-        case UInt8(ascii: "0"), UInt8(ascii: "7"): kind = .regular
+        case UInt8(ascii: "0"), UInt8(ascii: "7"), UInt8(ascii: "S"): kind = .regular
         // Pre-POSIX tars mark directories only with a trailing slash.
         case 0: kind = rawName.last == UInt8(ascii: "/") ? .directory : .regular
         case UInt8(ascii: "1"): kind = .hardlink
@@ -185,8 +214,6 @@ public final class TarReader {
         case UInt8(ascii: "4"): kind = .blockDevice
         case UInt8(ascii: "5"): kind = .directory
         case UInt8(ascii: "6"): kind = .fifo
-        case UInt8(ascii: "S"):
-            throw OCIError.unsupportedTarEntry(layer: layer, entry: entryName, reason: "GNU sparse files are not supported; repack the layer without --sparse")
         default:
             let flag = header.typeflag
             let shown = (0x20..<0x7f).contains(flag) ? "'\(Character(Unicode.Scalar(flag)))'" : "0x\(String(flag, radix: 16))"
@@ -215,7 +242,82 @@ public final class TarReader {
         // Only regular files have content, but whatever the header declares must be skipped.
         dataRemaining = size
         paddingRemaining = Self.padded(size) - size
+        if kind == .regular, let map = try sparseMap(records: records, oldGNU: oldGNUSparse, entry: entryName) {
+            sparse = SparseCursor(map: map)
+            entry.size = map.realSize
+            current = entry
+        }
         return entry
+    }
+
+    // MARK: - Sparse files
+
+    /// The old GNU header's map plus its extension blocks, which follow the header.
+    private func oldGNUSparseMap(_ block: [UInt8], entry: String) throws -> SparseMap {
+        guard let head = SparseMap.oldGNUHeader(block) else {
+            throw OCIError.malformedTar(layer: layer, entry: entry, reason: "malformed GNU sparse header")
+        }
+        var segments = head.segments
+        var extended = head.extended
+        while extended {
+            guard let next = try readBlock(entry: entry), let ext = SparseMap.oldGNUExtension(next),
+                  segments.count + ext.segments.count <= 1 << 20 else {
+                throw OCIError.malformedTar(layer: layer, entry: entry, reason: "malformed GNU sparse extension header")
+            }
+            segments += ext.segments
+            extended = ext.extended
+        }
+        return SparseMap(segments: segments, realSize: head.realSize)
+    }
+
+    /// The current entry's sparse map (nil for an ordinary file), checked against the stored
+    /// data. A 1.0 map is read from the start of the data, which it leaves behind.
+    private func sparseMap(records: [(key: [UInt8], value: [UInt8])], oldGNU: SparseMap?, entry: String) throws -> SparseMap? {
+        var map = oldGNU
+        switch SparseMap.pax(records) {
+        case let .failure(problem):
+            throw OCIError.malformedTar(layer: layer, entry: entry, reason: problem.reason)
+        case .success(.none):
+            break
+        case let .success(.some(.inRecords(found))):
+            map = found
+        case let .success(.some(.inData(realSize))):
+            // Newline-terminated decimals padded to a whole block: read block by block, never
+            // past a block boundary (the file's data follows), counting lines as they come so
+            // the map is parsed once.
+            let block = TarHeader.blockSize
+            var bytes: [UInt8] = []
+            var lines = 0
+            var needed: Int?
+            while true {
+                guard bytes.count < (1 << 24), let piece = try readStored(upTo: block - bytes.count % block) else {
+                    throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map at the start of the data is missing or too long")
+                }
+                lines += piece.reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) }
+                bytes += piece
+                if needed == nil, let newline = bytes.firstIndex(of: 0x0a) {
+                    guard let count = Int(String(decoding: bytes[..<newline], as: UTF8.self)), count >= 0, count <= 1 << 20 else {
+                        throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map in the data does not start with a segment count")
+                    }
+                    needed = 1 + 2 * count
+                }
+                guard let needed, lines >= needed, bytes.count % block == 0 else { continue }
+                switch SparseMap.dataMap(bytes, realSize: realSize) {
+                case let .success(found?): map = found.0
+                case let .failure(problem): throw OCIError.malformedTar(layer: layer, entry: entry, reason: problem.reason)
+                case .success(nil): throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map in the data is incomplete")
+                }
+                break
+            }
+        }
+        guard let map else { return nil }
+        if let problem = map.problem {
+            throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map: \(problem)")
+        }
+        guard map.storedSize == dataRemaining else {
+            throw OCIError.malformedTar(layer: layer, entry: entry, reason: "sparse map stores \(map.storedSize) bytes but the entry has \(dataRemaining)")
+        }
+        return map
     }
 
     // MARK: - Stream helpers

@@ -86,22 +86,32 @@ import Testing
         #expect(try readTar(tar.bytes).first?.entry.symlinkTarget == Array("../../etc//passwd".utf8))
     }
 
-    @Test func sparseAndUnknownTypesAreRejected() {
-        for (type, reason) in [(Character("S"), "sparse"), (Character("Z"), "'Z'")] {
-            var tar = TarBuilder()
-            tar.header("odd", type: type)
-            tar.end()
-            expectOCIError("type \(type)", { _ = try readTar(tar.bytes, layer: "L") }) {
-                if case let .unsupportedTarEntry(_, entry, why) = $0 { return entry == "odd" && why.contains(reason) }
-                return false
-            }
-        }
+    @Test func unknownTypesAreRejected() {
         var tar = TarBuilder()
-        tar.pax([("GNU.sparse.major", Array("1".utf8))])
-        tar.file("sparse", "x")
+        tar.header("odd", type: "Z")
         tar.end()
-        expectOCIError("PAX sparse", { _ = try readTar(tar.bytes, layer: "L") }) {
-            if case let .unsupportedTarEntry(_, entry, _) = $0 { return entry == "sparse" }
+        expectOCIError("type Z", { _ = try readTar(tar.bytes, layer: "L") }) {
+            if case let .unsupportedTarEntry(_, entry, why) = $0 { return entry == "odd" && why.contains("'Z'") }
+            return false
+        }
+    }
+
+    /// Sparse maps that cannot describe the stored data are errors, not silently wrong files.
+    @Test(arguments: [
+        ([("GNU.sparse.major", "1")], "x", "real size"),
+        ([("GNU.sparse.map", "0,1,5"), ("GNU.sparse.size", "9")], "x", "pairs"),
+        ([("GNU.sparse.map", "4,1,0,1"), ("GNU.sparse.size", "9")], "xx", "overlaps or precedes"),
+        ([("GNU.sparse.map", "8,4"), ("GNU.sparse.size", "9")], "xxxx", "beyond the size"),
+        ([("GNU.sparse.map", "0,3"), ("GNU.sparse.size", "9")], "x", "stores 3 bytes"),
+        ([("GNU.sparse.offset", "0"), ("GNU.sparse.size", "9")], "x", "pair up"),
+    ])
+    func malformedSparseMapsAreRejected(_ records: [(String, String)], data: String, reason: String) {
+        var tar = TarBuilder()
+        tar.pax(records.map { ($0.0, Array($0.1.utf8)) })
+        tar.file("sparse", data)
+        tar.end()
+        expectOCIError(reason, { _ = try readTar(tar.bytes, layer: "L") }) {
+            if case let .malformedTar(_, entry, why) = $0 { return entry == "sparse" && why.contains(reason) }
             return false
         }
     }

@@ -244,4 +244,66 @@ import Testing
         tar.bytes += [UInt8](repeating: 0, count: 512 * zeroBlocks)
         #expect(try readTar(tar.bytes).count == 1)
     }
+
+    /// GNU's PAX sparse formats 0.0 and 0.1 (map in records) and 1.0 (map at the start of the
+    /// data, real name in GNU.sparse.name) all read as the expanded file.
+    @Test func paxSparseFilesReadWithTheirHoles() throws {
+        let expected = [UInt8](repeating: 0, count: 3) + Array("ab".utf8) + [0, 0, 0, 0] + Array("c".utf8) + [0, 0]
+        var tar = TarBuilder()
+        tar.pax([("GNU.sparse.offset", Array("3".utf8)), ("GNU.sparse.numbytes", Array("2".utf8)),
+                 ("GNU.sparse.offset", Array("9".utf8)), ("GNU.sparse.numbytes", Array("1".utf8)),
+                 ("GNU.sparse.size", Array("12".utf8))])
+        tar.file("v00", "abc")
+        tar.pax([("GNU.sparse.map", Array("3,2,9,1".utf8)), ("GNU.sparse.size", Array("12".utf8))])
+        tar.file("v01", "abc")
+        tar.pax([("GNU.sparse.major", Array("1".utf8)), ("GNU.sparse.minor", Array("0".utf8)),
+                 ("GNU.sparse.name", Array("dir/v10".utf8)), ("GNU.sparse.realsize", Array("12".utf8))])
+        var map = Array("2\n3\n2\n9\n1\n".utf8)
+        map += [UInt8](repeating: 0, count: 512 - map.count)
+        tar.header(name: Array("GNUSparseFile.0/v10".utf8), size: Int64(map.count + 3))
+        tar.data(map + Array("abc".utf8))
+        // Old GNU 'S': pairs of 12-byte octal fields at 386, real size at 483.
+        func octal12(_ v: Int) -> [UInt8] { let t = String(v, radix: 8); return Array((String(repeating: "0", count: 11 - t.count) + t).utf8) + [0] }
+        tar.header(name: Array("gnu".utf8), type: UInt8(ascii: "S"), size: 3, magic: .gnu,
+                   rawFields: [386: octal12(3) + octal12(2) + octal12(9) + octal12(1), 483: octal12(12)])
+        tar.data(Array("abc".utf8))
+        tar.pax([("GNU.sparse.map", Array("".utf8)), ("GNU.sparse.size", Array("5".utf8))])
+        tar.file("allhole", "")
+        tar.end()
+        let entries = try readTar(tar.bytes)
+        // A source that hands out 100 bytes at a time: the 1.0 map must still end exactly at
+        // its block boundary (reading past it would shift the file's data).
+        let trickled = TarReader(source: TrickleSource(tar.bytes, piece: 100), layer: "t")
+        var trickledData: [[UInt8]] = []
+        while try trickled.next() != nil {
+            var data = [UInt8]()
+            while let piece = try trickled.readData(upTo: 1000) { data += piece }
+            trickledData.append(data)
+        }
+        #expect(trickledData == entries.map(\.data))
+        #expect(entries.map(\.entry.displayPath) == ["v00", "v01", "dir/v10", "gnu", "allhole"])
+        for (entry, data) in entries.prefix(4) {
+            #expect(entry.size == 12 && data == expected, "\(entry.displayPath)")
+        }
+        #expect(entries[4].entry.size == 5 && entries[4].data == [0, 0, 0, 0, 0])
+    }
+}
+
+/// Hands out at most `piece` bytes per read, as a network or decompressing source may.
+final class TrickleSource: ByteSource {
+    private let bytes: [UInt8]
+    private let piece: Int
+    private var position = 0
+
+    init(_ bytes: [UInt8], piece: Int) {
+        self.bytes = bytes
+        self.piece = piece
+    }
+
+    func read(upTo count: Int) throws -> ArraySlice<UInt8>? {
+        guard position < bytes.count, count > 0 else { return nil }
+        let end = min(bytes.count, position + min(count, piece))
+        defer { position = end }
+        return bytes[position..<end]
+    }
 }
