@@ -32,8 +32,12 @@ public struct HTTPServerLimits: Sendable {
         self.admissionGrace = admissionGrace
     }
 
-    /// The control socket: local clients (`ferry`, `curl --unix-socket`), small JSON bodies.
-    public static let controlSocket = HTTPServerLimits(maximumConnections: 512, maximumBodyBytes: 1 << 20)
+    /// The control socket: local clients (`ferry`, `curl --unix-socket`, containerd), small JSON
+    /// bodies. Only root can connect (mode 0600), so the cap only bounds memory (a waiting
+    /// connection costs a few KiB): high enough that a flood of local connections does not push
+    /// out the operator's own requests; a second of grace on a loaded node.
+    public static let controlSocket = HTTPServerLimits(maximumConnections: 4096, maximumBodyBytes: 1 << 20,
+                                                       admissionGrace: .seconds(1))
     /// A TCP port anyone on the network may reach (metrics, peers): no bodies at all.
     public static let networkPort = HTTPServerLimits(maximumConnections: 512, maximumBodyBytes: 0)
 }

@@ -71,7 +71,9 @@ public enum FanotifyGroupHolder {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<200 {
+        // Up to 30 s: starting a large binary in a slow (emulated, loaded) machine took over the
+        // 2 s this once allowed, and ferryd then refused to start.
+        for _ in 0..<3000 {
             if let socket = try? UnixSocket.connect(to: socketPath) {
                 defer { try? socket.close() }
                 try UnixSocket.send(tag: put, descriptor: descriptor, over: socket)

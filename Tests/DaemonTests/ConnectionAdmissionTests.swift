@@ -50,7 +50,7 @@ import Testing
         defer { server.close() }
         var idle: [FerrySystem.FileDescriptor] = []
         for _ in 0..<40 { idle.append(try UnixSocket.connect(to: path)) }
-        let (status, output) = try await ControlHTTPTests.curl(["--max-time", "8", "--unix-socket", path, "http://ferry/health"])
+        let (status, output) = try await ControlHTTPTests.curl(["--max-time", "60", "--unix-socket", path, "http://ferry/health"])
         #expect(status == 0)
         #expect(output == #"{"ok":true}"# + "\n")
         withExtendedLifetime(idle) {}
