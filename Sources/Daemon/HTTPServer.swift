@@ -65,6 +65,10 @@ public final class HTTPListener: Sendable {
                              handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
         let connections = ConnectionTable(limit: limits.maximumConnections, grace: limits.admissionGrace)
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // Accept up to 64 connections per wake-up (NIO's default is 4): under a flood the
+            // kernel's queue is drained before it fills (a Unix socket with a full queue refuses
+            // a non-blocking connect at once: curl "Couldn't connect").
+            .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(AdmissionGate(connections: connections))

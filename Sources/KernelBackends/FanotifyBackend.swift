@@ -39,7 +39,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     private let journal: InflightJournal?
     private let recovered: Mutex<[(InflightJournal.Entry, FileDescriptor)]>
     /// How long the loop waits for events before turning anyway (its heartbeat).
-    static let loopTickMilliseconds: Int32 = 250
+    public static let loopTickMilliseconds: Int32 = 250
 
     /// A blob's cache file and the filler that writes it.
     final class CacheFile: Sendable {
@@ -110,14 +110,17 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     /// Unhealthy when the loop has ended, or has not turned for 4 ticks although it wakes every tick.
     public func healthProblem() -> String? {
         if loopEnded.load(ordering: .relaxed) { return "fanotify event loop ended" }
-        let now = Self.monotonicMilliseconds()
-        let turns = loopTurns.load(ordering: .relaxed)
+        // Read under the lock: concurrent health checks once took `now` before another check
+        // stored a later one, and `now - last.at` trapped (an unsigned overflow killed ferryd
+        // under the hostile-client test).
         return lastHealthCheck.withLock { last -> String? in
+            let now = Self.monotonicMilliseconds()
+            let turns = loopTurns.load(ordering: .relaxed)
             if turns != last.turns || last.at == 0 {
                 last = (turns, now)
                 return nil
             }
-            let stalled = now - last.at
+            let stalled = now >= last.at ? now - last.at : 0
             return stalled > UInt64(4 * Self.loopTickMilliseconds) ? "fanotify event loop stuck for \(stalled) ms" : nil
         }
     }

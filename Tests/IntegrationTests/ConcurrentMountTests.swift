@@ -310,8 +310,9 @@ func healthLoop(socket: String, stats: LockedStats, until stop: AtomicFlag, paus
     let thread = Thread {
         while !stop.isSet {
             let started = Date()
-            let r = try? Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
-            stats.add(Date().timeIntervalSince(started), failed: r?.status != 0)
+            let r = try? Shell.run(["curl", "-sSf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"])
+            stats.add(Date().timeIntervalSince(started), failed: r?.status != 0,
+                      reason: "curl exit \(r?.status ?? -1) after \(Int(Date().timeIntervalSince(started) * 1000)) ms: \(r?.stderr ?? "")")
             usleep(pause)
         }
     }
@@ -339,13 +340,19 @@ final class LockedStats: @unchecked Sendable {
     private(set) var count = 0
     private var maximum = 0.0
     private var failed = 0
-    func add(_ seconds: Double, failed didFail: Bool = false) {
+    private var reasons: [String] = []
+    func add(_ seconds: Double, failed didFail: Bool = false, reason: String = "") {
         lock.lock()
         count += 1
         maximum = max(maximum, seconds)
-        if didFail { failed += 1 }
+        if didFail {
+            failed += 1
+            reasons.append(reason)
+        }
         lock.unlock()
     }
     var longest: Double { lock.lock(); defer { lock.unlock() }; return maximum }
     var failures: Int { lock.lock(); defer { lock.unlock() }; return failed }
+    /// What the failed checks said.
+    var failureReasons: [String] { lock.lock(); defer { lock.unlock() }; return reasons }
 }

@@ -59,7 +59,7 @@ import Testing
         #expect(daemon.process.isRunning, "ferryd died:\n\(daemon.log.suffix(3000))")
         #expect(wrong.values.isEmpty, "wrong bytes: \(wrong.values)")
         #expect(readStats.count > 0 && readStats.failures == 0, "\(readStats.failures) failed reads")
-        #expect(healthStats.count > 0 && healthStats.failures == 0, "GET /health failed \(healthStats.failures) of \(healthStats.count)")
+        #expect(healthStats.count > 0 && healthStats.failures == 0, "GET /health failed \(healthStats.failures) of \(healthStats.count): \(healthStats.failureReasons)")
         #expect(peakKiB > 0 && peakKiB < 512 * 1024, "peak RSS \(peakKiB) KiB")
         // Still answering afterwards, on every port.
         #expect(try Shell.run(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:\(metricsPort)/metrics"]).status == 0)
