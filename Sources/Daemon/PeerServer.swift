@@ -107,6 +107,15 @@ final class PeerServeLimiter: Sendable {
     private struct Bucket {
         var tokens: Double
         var updated: ContinuousClock.Instant
+
+        /// Adds what `rate` per second earned since the last refill, up to one second's worth.
+        mutating func refill(rate: Double) {
+            let now = ContinuousClock.now
+            let elapsed = now - updated
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            tokens = min(rate, tokens + seconds * rate)
+            updated = now
+        }
     }
     private let bucket: Mutex<Bucket>
     private let missesPerSecond: Double
@@ -126,11 +135,7 @@ final class PeerServeLimiter: Sendable {
         guard missesPerSecond > 0 else { return true }
         let rate = missesPerSecond
         return misses.withLock { b in
-            let now = ContinuousClock.now
-            let elapsed = now - b.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            b.tokens = min(rate, b.tokens + seconds * rate)
-            b.updated = now
+            b.refill(rate: rate)
             guard b.tokens >= 1 else { return false }
             b.tokens -= 1
             return true
@@ -150,11 +155,8 @@ final class PeerServeLimiter: Sendable {
         guard bytesPerSecond > 0 else { return }
         let rate = Double(bytesPerSecond)
         let wait = bucket.withLock { b -> Double in
-            let now = ContinuousClock.now
-            let elapsed = now - b.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            b.tokens = min(rate, b.tokens + seconds * rate) - Double(bytes)
-            b.updated = now
+            b.refill(rate: rate)
+            b.tokens -= Double(bytes)
             return b.tokens < 0 ? -b.tokens / rate : 0
         }
         if wait > 0 { try? await Task.sleep(for: .milliseconds(Int(wait * 1000))) }
