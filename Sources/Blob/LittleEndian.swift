@@ -1,41 +1,42 @@
-/// Appends little-endian integers and raw bytes to a growing buffer.
-struct LittleEndianWriter {
-    private(set) var bytes: [UInt8] = []
+/// Appends little-endian integers and raw bytes to a growing buffer (Ferry's own on-disk records:
+/// chunk tables, the in-flight journal).
+public struct LittleEndianWriter {
+    public private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
+    public init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
 
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u16(_ v: UInt16) { for i in 0..<2 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-    mutating func u32(_ v: UInt32) { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-    mutating func u64(_ v: UInt64) { for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
-    mutating func raw(_ v: [UInt8]) { bytes.append(contentsOf: v) }
-    mutating func zeros(_ n: Int) { bytes.append(contentsOf: repeatElement(0, count: n)) }
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func u16(_ v: UInt16) { for i in 0..<2 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+    public mutating func u32(_ v: UInt32) { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+    public mutating func u64(_ v: UInt64) { for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+    public mutating func raw(_ v: [UInt8]) { bytes.append(contentsOf: v) }
+    public mutating func zeros(_ n: Int) { bytes.append(contentsOf: repeatElement(0, count: n)) }
 }
 
 /// Reads little-endian integers from a byte buffer with bounds checks; running past the end
 /// throws instead of trapping, so malformed input can never crash the reader.
-struct LittleEndianReader {
-    let bytes: [UInt8]
-    private(set) var offset: Int
+public struct LittleEndianReader {
+    public let bytes: [UInt8]
+    public private(set) var offset: Int
 
-    init(_ bytes: [UInt8], offset: Int = 0) {
+    public init(_ bytes: [UInt8], offset: Int = 0) {
         self.bytes = bytes
         self.offset = offset
     }
 
-    struct OutOfBounds: Error {}
+    public struct OutOfBounds: Error {}
 
-    mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
+    public mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
         guard n >= 0, offset <= bytes.count - n else { throw OutOfBounds() }
         defer { offset += n }
         return bytes[offset ..< offset + n]
     }
 
-    mutating func u8() throws -> UInt8 { try take(1).first ?? 0 }
-    mutating func u16() throws -> UInt16 { UInt16(truncatingIfNeeded: try uint(2)) }
-    mutating func u32() throws -> UInt32 { UInt32(truncatingIfNeeded: try uint(4)) }
-    mutating func u64() throws -> UInt64 { try uint(8) }
-    mutating func raw(_ n: Int) throws -> [UInt8] { Array(try take(n)) }
+    public mutating func u8() throws -> UInt8 { try take(1).first ?? 0 }
+    public mutating func u16() throws -> UInt16 { UInt16(truncatingIfNeeded: try uint(2)) }
+    public mutating func u32() throws -> UInt32 { UInt32(truncatingIfNeeded: try uint(4)) }
+    public mutating func u64() throws -> UInt64 { try uint(8) }
+    public mutating func raw(_ n: Int) throws -> [UInt8] { Array(try take(n)) }
 
     private mutating func uint(_ n: Int) throws -> UInt64 {
         var v: UInt64 = 0

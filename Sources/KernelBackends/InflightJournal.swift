@@ -1,3 +1,4 @@
+import Blob
 public import FerrySystem
 import Foundation
 import Synchronization
@@ -43,16 +44,12 @@ public final class InflightJournal: Sendable {
         defer { try? fd.close() }
         guard let bytes = try? fd.read(at: 0, count: slotCount * slotSize) else { return [] }
         var entries: [Entry] = []
-        var slot = 0
-        while (slot + 1) * slotSize <= bytes.count {
-            let base = slot * slotSize
-            func u64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[base + at + $1]) << (8 * UInt64($1)) } }
-            func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[base + at + $1]) << (8 * UInt32($1)) } }
-            if u32(0) == magic {
-                entries.append(Entry(fd: Int32(bitPattern: u32(4)), file: FileIdentity(device: u64(8), inode: u64(16)),
-                                     offset: u64(24), count: u64(32)))
-            }
-            slot += 1
+        var r = LittleEndianReader(bytes)
+        // A slot cut short at the end of the file is no entry: the reader throws there.
+        while let slot = try? (r.u32(), r.u32(), r.u64(), r.u64(), r.u64(), r.u64()) {
+            guard slot.0 == magic else { continue }
+            entries.append(Entry(fd: Int32(bitPattern: slot.1), file: FileIdentity(device: slot.2, inode: slot.3),
+                                 offset: slot.4, count: slot.5))
         }
         return entries
     }
@@ -60,11 +57,14 @@ public final class InflightJournal: Sendable {
     /// Records `entry`; returns its slot, or nil when every slot is taken.
     public func record(_ entry: Entry) -> Int? {
         guard let slot = free.withLock({ $0.popLast() }) else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Self.slotSize)
-        func put<T: FixedWidthInteger>(_ value: T) { for i in 0..<(T.bitWidth / 8) { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * i))) } }
-        put(Self.magic); put(entry.fd); put(entry.file.device); put(entry.file.inode); put(entry.offset); put(entry.count)
-        guard (try? file.write(bytes, at: UInt64(slot * Self.slotSize))) != nil else {
+        var w = LittleEndianWriter(capacity: Self.slotSize)
+        w.u32(Self.magic)
+        w.u32(UInt32(bitPattern: entry.fd))
+        w.u64(entry.file.device)
+        w.u64(entry.file.inode)
+        w.u64(entry.offset)
+        w.u64(entry.count)
+        guard (try? file.write(w.bytes, at: UInt64(slot * Self.slotSize))) != nil else {
             free.withLock { $0.append(slot) }
             return nil
         }
