@@ -115,35 +115,32 @@ extension DaemonAssembly {
         let holderSocket = state + "/fanotify-group.sock"
         let journalPath = state + "/fanotify-inflight"
         let group: FanotifyGroup
-        var startedAfresh = false
-        // What a killed predecessor had read and not answered: served again, not failed.
-        let journaled = journaling ? InflightJournal.recover(path: journalPath) : []
         var recovered: [InflightJournal.Entry] = []
+        let taken: (group: FanotifyGroup, message: Logger.Message)?
         if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.fanotifyGroup }) {
-            group = FanotifyGroup(adopting: stored.fd)
-            recovered = journaled
-            let orphans = FanotifyGroupHolder.answerOrphans(of: group, except: Set(journaled.map(\.fd)))
-            logger.notice("took over the fanotify group from the service manager's descriptor store",
-                          metadata: ["orphaned events answered EIO": "\(orphans.count)", "journaled events to serve": "\(journaled.count)"])
-        } else if let inherited = FanotifyGroupHolder.fetch(socketPath: holderSocket) {
-            group = inherited
-            recovered = journaled
-            let orphans = FanotifyGroupHolder.answerOrphans(of: group, except: Set(journaled.map(\.fd)))
-            logger.notice("took over the fanotify group of a previous ferryd",
-                          metadata: ["orphaned events answered EIO": "\(orphans.count)", "journaled events to serve": "\(journaled.count)"])
+            taken = (FanotifyGroup(adopting: stored.fd), "took over the fanotify group from the service manager's descriptor store")
+        } else {
+            taken = FanotifyGroupHolder.fetch(socketPath: holderSocket).map { ($0, "took over the fanotify group of a previous ferryd") }
+        }
+        if let taken {
+            group = taken.group
+            // What the predecessor had read and not answered: journaled events are served again,
+            // the rest failed with EIO before this ferryd reads any event itself.
+            recovered = journaling ? InflightJournal.recover(path: journalPath) : []
+            let orphans = FanotifyGroupHolder.answerOrphans(of: group, except: Set(recovered.map(\.fd)))
+            logger.notice(taken.message,
+                          metadata: ["orphaned events answered EIO": "\(orphans.count)", "journaled events to serve": "\(recovered.count)"])
         } else {
             do {
                 group = try FanotifyGroup.preContent()
             } catch {
                 throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
             }
-            try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
-            startedAfresh = true
         }
         let journal = journaling ? try InflightJournal(path: journalPath) : nil
         return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits,
-                                   metrics: metrics, startedAfresh: startedAfresh, journal: journal, recovered: recovered, logger: logger)
+                                   metrics: metrics, startedAfresh: taken == nil, journal: journal, recovered: recovered, logger: logger)
     }
 
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous
@@ -200,7 +197,6 @@ enum BackendChoice {
         case "fanotify": return .fanotify
         case "fscache": return .fscache
         case "auto":
-            try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
             if FanotifyGroup.preContentSupported(in: stateDirectory) { return .fanotify }
             if FileManager.default.fileExists(atPath: "/dev/cachefiles") { return .fscache }
             throw DaemonError.backendUnavailable(
