@@ -372,19 +372,8 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         var verdicts: [String] = []
         for round in 0..<3 {
             // Readers compare every byte with the reference while ferryd is killed under them.
-            // (Each reader is its own process: a shell's `wait` can hang when the test runner
-            // masks SIGCHLD.)
-            var readers: [(Process, Int)] = []
-            for (i, f) in files.enumerated() {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/cmp")
-                p.arguments = ["\(mnt)/\(f)", "\(image.reference)/\(f)"]
-                p.standardOutput = FileHandle.nullDevice
-                let err = ws.path + "/err-\(round)-\(i)"
-                _ = FileManager.default.createFile(atPath: err, contents: nil)
-                p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-                try p.run()
-                readers.append((p, i))
+            let readers = try files.enumerated().map { i, f in
+                try ReaderProcess(["/usr/bin/cmp", "\(mnt)/\(f)", "\(image.reference)/\(f)"], stderr: ws.path + "/err-\(round)-\(i)")
             }
             usleep(30_000)
             daemon.kill()
@@ -392,10 +381,8 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
             daemon.endsGroupHolder = false
             usleep(300_000)
             daemon = try FanotifyDaemonTests.daemon(ws, registry)
-            for (p, i) in readers {
-                p.waitUntilExit()
-                guard p.terminationStatus != 0 else { continue }
-                let err = (try? String(contentsOfFile: "\(ws.path)/err-\(round)-\(i)", encoding: .utf8)) ?? ""
+            for (i, reader) in readers.enumerated() {
+                guard let err = reader.failure() else { continue }
                 verdicts.append("round \(round) \(files[i]): \(err)")
                 #expect(err.contains("Input/output error"), "a reader saw something other than EIO: \(err)")
                 #expect(!err.contains("differ"), "WRONG BYTES in \(files[i]): \(err)")
@@ -471,26 +458,16 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         var failed: [String] = []
         var served = 0, orphans = 0
         for round in 0..<20 {
-            var readers: [(Process, Int)] = []
-            for (i, f) in files.enumerated() {
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-                p.arguments = [Build.fixture("random_page_reader.py"), "\(mnt)/\(f)", "\(image.reference)/\(f)", "3", "\(round * 10 + i)"]
-                p.standardOutput = FileHandle.nullDevice
-                let err = ws.path + "/jerr-\(round)-\(i)"
-                _ = FileManager.default.createFile(atPath: err, contents: nil)
-                p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-                try p.run()
-                readers.append((p, i))
+            let readers = try files.enumerated().map { i, f in
+                try ReaderProcess(["/usr/bin/python3", Build.fixture("random_page_reader.py"), "\(mnt)/\(f)", "\(image.reference)/\(f)",
+                                   "3", "\(round * 10 + i)"], stderr: ws.path + "/jerr-\(round)-\(i)")
             }
             usleep(150_000)
             daemon.kill()
             daemon.endsGroupHolder = false
             daemon = try start()
-            for (p, i) in readers {
-                p.waitUntilExit()
-                guard p.terminationStatus != 0 else { continue }
-                let err = (try? String(contentsOfFile: "\(ws.path)/jerr-\(round)-\(i)", encoding: .utf8)) ?? ""
+            for (i, reader) in readers.enumerated() {
+                guard let err = reader.failure() else { continue }
                 failed.append("round \(round) \(files[i]): \(err)")
                 #expect(!err.contains("differ"), "WRONG BYTES in \(files[i]): \(err)")
             }
@@ -508,5 +485,30 @@ func firstChunkLocation(of path: String, layout: String) throws -> (String, UInt
         // successor (a buffered reader often survives such an EIO only because the kernel retries
         // a failed readahead page by page; without the journal there are dozens of them).
         #expect(orphans == 0, "\(orphans) requests of killed ferryds were answered EIO by their successors")
+    }
+}
+
+/// A reader run as a process of its own (a shell's `wait` can hang when the test runner masks
+/// SIGCHLD), its standard error kept in a file.
+struct ReaderProcess {
+    let process = Process()
+    let stderrPath: String
+
+    /// Starts `command` (an absolute executable path and its arguments).
+    init(_ command: [String], stderr path: String) throws {
+        stderrPath = path
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardOutput = FileHandle.nullDevice
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try process.run()
+    }
+
+    /// Waits for the reader; nil when it succeeded, else what it wrote to standard error.
+    func failure() -> String? {
+        process.waitUntilExit()
+        guard process.terminationStatus != 0 else { return nil }
+        return (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""
     }
 }
