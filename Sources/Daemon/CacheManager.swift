@@ -7,7 +7,7 @@ import Synchronization
 public struct PinnedContent: Sendable {
     /// Hex digests of every chunk of every mounted image.
     public var chunks: Set<String>
-    /// Cache keys (`BlobInfo.cacheKey`) of every blob of every mounted image.
+    /// Cache keys (`RegisteredImage.blobCacheKeys`) of every blob of every mounted image.
     public var blobs: Set<String>
 
     public init(chunks: Set<String> = [], blobs: Set<String> = []) {

@@ -69,8 +69,8 @@ public final class FerryDaemon: Sendable {
         var pinned = PinnedContent()
         for id in Set(mounts.values.compactMap(\.imageID)) {
             guard let image = images[id] else { continue }
+            pinned.blobs.formUnion(image.blobCacheKeys)
             for blob in image.metadata.blobs {
-                pinned.blobs.insert(blob.cacheKey)
                 for chunk in blob.chunks { pinned.chunks.insert(hexString(chunk.digest)) }
             }
         }

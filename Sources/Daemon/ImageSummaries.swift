@@ -38,7 +38,7 @@ extension FerryDaemon {
                 uncompressedBytesFetched: s.uncompressedBytesFetched.current, bytesBySource: s.bytesBySource,
                 chunksVerified: s.chunksVerified.current, chunksFailed: s.chunksFailed.current,
                 cacheHits: s.cacheHits.current, storeHits: s.storeHits.current,
-                cachedBytes: cached.map { c in image.metadata.blobs.reduce(0) { $0 + (c[$1.cacheKey] ?? 0) } })
+                cachedBytes: cached.map { c in image.blobCacheKeys.reduce(0) { $0 + (c[$1] ?? 0) } })
         }
     }
 

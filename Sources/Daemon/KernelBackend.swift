@@ -60,6 +60,9 @@ public final class RegisteredImage: Sendable {
     /// Local path of the bootstrap's EROFS part.
     public let bootstrapPath: String
     public let metadata: BootstrapMetadata
+    /// `BlobInfo.cacheKey` of each of `metadata.blobs`, in their order: hashed once here, not on
+    /// every attach, status and eviction pass.
+    public let blobCacheKeys: [String]
     /// Where the compressed blobs can be read, in order of preference.
     public let sources: [any ChunkSource]
     public let stats: FillStatistics
@@ -73,6 +76,7 @@ public final class RegisteredImage: Sendable {
         self.reference = reference
         self.bootstrapPath = bootstrapPath
         self.metadata = metadata
+        self.blobCacheKeys = metadata.blobs.map(\.cacheKey)
         self.sources = sources
         self.stats = stats
     }

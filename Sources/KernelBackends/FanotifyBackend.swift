@@ -23,7 +23,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     private let metrics: DaemonMetrics
     private let ownPID = ProcessInfoRaw.pid
     private let files = Mutex<[FileIdentity: CacheFile]>([:])
-    /// Cache files by `BlobInfo.cacheKey`.
+    /// Cache files by `BlobInfo.cacheKey` (`RegisteredImage.blobCacheKeys`).
     private let blobs = Mutex<[String: CacheFile]>([:])
     /// Events for files not (yet) attached, held while a restarted ferryd re-attaches its images.
     private let parked = Mutex<[FanotifyEvent]?>(nil)
@@ -132,8 +132,8 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
 
     public func attach(_ image: RegisteredImage, mount: MountRequest) throws -> MountPlan {
         var devices: [String] = []
-        for blob in image.metadata.blobs {
-            devices.append(try cacheFile(for: blob, image: image).path)
+        for (blob, key) in zip(image.metadata.blobs, image.blobCacheKeys) {
+            devices.append(try cacheFile(for: blob, key: key, image: image).path)
         }
         return .fileBacked(bootstrap: image.bootstrapPath, devices: devices)
     }
@@ -147,8 +147,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     /// whose chunk tables for it are the same (`BlobInfo.cacheKey`: blob digest and chunk-table
     /// digest). An image that names a known blob digest with another chunk table gets a cache file
     /// of its own, so it can neither read nor write another image's bytes.
-    private func cacheFile(for blob: BlobInfo, image: RegisteredImage) throws -> CacheFile {
-        let key = blob.cacheKey
+    private func cacheFile(for blob: BlobInfo, key: String, image: RegisteredImage) throws -> CacheFile {
         if let existing = blobs.withLock({ $0[key] }) { return existing }
         let path = "\(cacheDirectory)/\(key).blob"
         let fd = try FileDescriptor.open(path, .createReadWrite, permissions: 0o600)

@@ -31,7 +31,7 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
     /// in the volume of the mount that opens it: the mounting image's own, or the domain it shares.
     private struct Catalog {
         var fsids: [String: (image: RegisteredImage, volume: String)] = [:]
-        var blobs: [String: [String: (blob: BlobInfo, image: RegisteredImage)]] = [:]
+        var blobs: [String: [String: (blob: BlobInfo, key: String, image: RegisteredImage)]] = [:]
         var volumes: Set<String> = []
     }
     /// Where the chunk table each shared domain first used for a blob is recorded (one file per
@@ -82,14 +82,14 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
         if let domain = mount.domainID { try recordTables(of: image, domain: domain) }
         try catalog.withLock { c in
             var blobs = c.blobs[volume] ?? [:]
-            for blob in image.metadata.blobs {
-                if let known = blobs[blob.hexDigest], known.blob.cacheKey != blob.cacheKey {
+            for (blob, key) in zip(image.metadata.blobs, image.blobCacheKeys) {
+                if let known = blobs[blob.hexDigest], known.key != key {
                     throw DaemonError.mountFailed(target: mount.mountpoint, reason: """
                         blob \(blob.hexDigest.prefix(12)) has another chunk table in image \(image.reference) than in \
                         \(known.image.reference), already mounted in domain \(mount.domainID ?? "-"); mount it in another domain
                         """)
                 }
-                if blobs[blob.hexDigest] == nil { blobs[blob.hexDigest] = (blob, image) }
+                if blobs[blob.hexDigest] == nil { blobs[blob.hexDigest] = (blob, key, image) }
             }
             c.blobs[volume] = blobs
             c.fsids[fsid] = (image, volume)
@@ -105,10 +105,10 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
         guard let domainRecords else { return }
         let directory = "\(domainRecords)/\(hexString(SHA256.hash(Array(domain.utf8))).prefix(32))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        for blob in image.metadata.blobs {
+        for (blob, key) in zip(image.metadata.blobs, image.blobCacheKeys) {
             let path = "\(directory)/\(blob.hexDigest)"
             if let recorded = FileManager.default.contents(atPath: path).map({ String(decoding: $0, as: UTF8.self) }) {
-                guard recorded == blob.cacheKey else {
+                guard recorded == key else {
                     throw DaemonError.mountFailed(target: domain, reason: """
                         blob \(blob.hexDigest.prefix(12)) of \(image.reference) has another chunk table than the one domain \
                         \(domain) cached it with; mount it in another domain
@@ -116,7 +116,7 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
                 }
                 continue
             }
-            try writeFileAtomically(Array(blob.cacheKey.utf8), to: path, permissions: 0o600)
+            try writeFileAtomically(Array(key.utf8), to: path, permissions: 0o600)
         }
     }
 
