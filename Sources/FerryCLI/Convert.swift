@@ -70,9 +70,8 @@ struct Convert: ParsableCommand {
                 let work = scratch + "/out"
                 try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
                 let converted = try Converter.convert(source: sourceImage, options: options, workDirectory: work)
-                let uploads = converted.blobs.map { BlobUpload(path: $0.path, digest: $0.descriptor.digest, size: UInt64($0.descriptor.size)) }
-                    + [BlobUpload(path: converted.bootstrapPath, digest: converted.bootstrapDescriptor.digest,
-                                  size: UInt64(converted.bootstrapDescriptor.size))]
+                let uploads = converted.blobs.map { BlobUpload(path: $0.path, descriptor: $0.descriptor) }
+                    + [BlobUpload(path: converted.bootstrapPath, descriptor: converted.bootstrapDescriptor)]
                 let config = converted.config, manifest = converted.manifestBytes
                 _ = try waitForRegistry {
                     try await client.pushImage(blobs: uploads, config: config, manifest: manifest, mediaType: MediaType.ociManifest, to: ref)

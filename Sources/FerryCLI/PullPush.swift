@@ -59,8 +59,7 @@ struct Push: ParsableCommand {
             let progress = TransferProgress(drawing: json ? false : nil)
             let resolved = try OCILayoutSource(directory: path, tag: tag).resolve(platform: nil)
             let uploads = (resolved.manifest.layers + [resolved.manifest.config]).map { descriptor in
-                BlobUpload(path: path + "/blobs/\(descriptor.digest.algorithm)/\(descriptor.digest.hex)", digest: descriptor.digest,
-                           size: UInt64(descriptor.size))
+                BlobUpload(path: path + "/blobs/\(descriptor.digest.algorithm)/\(descriptor.digest.hex)", descriptor: descriptor)
             }
             let client = try registry.client(observer: progress)
             let manifest = resolved.manifestBytes, mediaType = resolved.manifest.mediaType ?? MediaType.ociManifest

@@ -1,15 +1,13 @@
 public import OCI
 
-/// A blob of an image to push, read from a file.
+/// A blob of an image to push: its descriptor (digest and size) and the file holding it.
 public struct BlobUpload: Sendable {
     public var path: String
-    public var digest: Digest
-    public var size: UInt64
+    public var descriptor: Descriptor
 
-    public init(path: String, digest: Digest, size: UInt64) {
+    public init(path: String, descriptor: Descriptor) {
         self.path = path
-        self.digest = digest
-        self.size = size
+        self.descriptor = descriptor
     }
 }
 
@@ -21,7 +19,7 @@ extension RegistryClient {
     public func pushImage(blobs: [BlobUpload], config: [UInt8]? = nil, manifest: [UInt8], mediaType: String,
                           to reference: RegistryReference) async throws -> Digest {
         for blob in blobs {
-            _ = try await pushBlob(reference, fromFile: blob.path, digest: blob.digest, size: blob.size)
+            _ = try await pushBlob(reference, fromFile: blob.path, digest: blob.descriptor.digest, size: UInt64(blob.descriptor.size))
         }
         if let config { _ = try await pushBlob(reference, bytes: config) }
         return try await pushManifest(reference, bytes: manifest, mediaType: mediaType, reference: reference.tag)
