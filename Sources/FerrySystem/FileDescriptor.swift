@@ -219,17 +219,30 @@ public func syncDirectory(containing path: String) throws {
 }
 
 extension FileDescriptor {
-    /// Takes descriptor number `number` in this process with a placeholder (`/dev/null`), so that
-    /// nothing the kernel hands this process later (a fanotify event's fd) can get that number;
-    /// nil when the number is already in use. Close the returned descriptor to free the number.
-    /// The corresponding C functions are `fcntl(F_GETFD)` and `dup2`.
-    public static func occupy(number: Int32) -> FileDescriptor? {
-        guard number >= 0, cferry_fcntl_int(number, F_GETFD, 0) == -1 else { return nil }
-        let placeholder = cferry_open("/dev/null", O_RDONLY | O_CLOEXEC, 0)
-        guard placeholder >= 0 else { return nil }
-        defer { _ = CFerry.close(placeholder) }
-        guard dup2(placeholder, number) == number else { return nil }
-        _ = cferry_fcntl_int(number, F_SETFD, FD_CLOEXEC)
-        return FileDescriptor(rawValue: number, name: "placeholder for fd \(number)")
+    /// Takes descriptor numbers `numbers` in this process with placeholders (`/dev/null`), so that
+    /// nothing the kernel hands this process later (a fanotify event's fd) can get them; a number
+    /// already in use is left alone and missing from the result. Close a returned descriptor to
+    /// free its number. `open` always returns the lowest free number, so opening until the highest
+    /// wanted number is passed takes each free wanted number without ever replacing a descriptor
+    /// another thread holds (a `dup2` onto a number checked free could: a check-then-`dup2` once
+    /// closed the lowest free number it had just taken, and NIO's eventfd later got it and lost it).
+    /// The corresponding C function is `open`.
+    public static func occupy(numbers: [Int32]) -> [Int32: FileDescriptor] {
+        let wanted = Set(numbers.filter { $0 >= 0 })
+        guard let highest = wanted.max() else { return [:] }
+        var held: [Int32: FileDescriptor] = [:]
+        var fillers: [Int32] = []
+        while true {
+            let fd = cferry_open("/dev/null", O_RDONLY | O_CLOEXEC, 0)
+            guard fd >= 0 else { break }
+            if wanted.contains(fd) {
+                held[fd] = FileDescriptor(rawValue: fd, name: "placeholder for fd \(fd)")
+            } else {
+                fillers.append(fd)
+            }
+            if fd >= highest { break }
+        }
+        for fd in fillers { _ = CFerry.close(fd) }
+        return held
     }
 }

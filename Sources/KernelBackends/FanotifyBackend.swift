@@ -74,9 +74,10 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
         // The kernel matches an answer by fd number alone: until a recovered event is answered,
         // its number is held here by a placeholder, so no event this ferryd reads can get it.
         // A number already in use here cannot be held: that event is failed now, before any read.
+        var placeholders = FileDescriptor.occupy(numbers: recovered.map(\.fd))
         var held: [(InflightJournal.Entry, FileDescriptor)] = []
         for entry in recovered {
-            if let placeholder = FileDescriptor.occupy(number: entry.fd) {
+            if let placeholder = placeholders.removeValue(forKey: entry.fd) {
                 held.append((entry, placeholder))
             } else {
                 try? group.respond(to: entry.fd, .denyWithErrno(EIO))
