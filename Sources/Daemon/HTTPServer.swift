@@ -9,8 +9,8 @@ import Synchronization
 /// What a listener tolerates from its clients. Every bound is per listener.
 public struct HTTPServerLimits: Sendable {
     /// Connections open at once. At the limit a newcomer takes the place of the oldest connection
-    /// that has not sent its request within `admissionGrace`; while there is none, further
-    /// connections wait in the kernel's listen backlog.
+    /// that has not sent its request within `admissionGrace`; while there is none, up to a listen
+    /// backlog's worth (4,096) wait, accepted and unread, and further ones are closed.
     public var maximumConnections: Int
     /// Bytes a request body may have (0: none; a request with a body is refused with 413).
     public var maximumBodyBytes: Int
@@ -69,9 +69,11 @@ public final class HTTPListener: Sendable {
             // kernel's queue is drained before it fills (a Unix socket with a full queue refuses
             // a non-blocking connect at once: curl "Couldn't connect").
             .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
+            // NIO listens again on the socket it takes over, with this backlog (its default: 128).
+            .serverChannelOption(ChannelOptions.backlog, value: ChannelOptions.Types.BacklogOption.Value(UnixSocket.defaultBacklog))
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AdmissionGate(connections: connections))
+                    try channel.pipeline.syncOperations.addHandler(AdmissionGate(connections: connections, limit: Int(UnixSocket.defaultBacklog)))
                 }
             }
             .childChannelInitializer { channel in
@@ -142,19 +144,25 @@ final class ConnectionTable: Sendable {
 }
 
 /// Sits on the listening channel, in front of NIO's accept handler: passes each accepted
-/// connection on once `ConnectionTable` admits it. A connection that has to wait is held (it has
-/// sent nothing the server reads yet), accepting pauses so that further clients queue in the
-/// kernel's listen backlog in arrival order, and admission is retried every few milliseconds.
+/// connection on once `ConnectionTable` admits it. A connection that has to wait is held, in
+/// arrival order (nothing of it is read yet), and admission is retried every few milliseconds.
+/// Accepting never pauses: a Unix socket whose kernel queue is full refuses a connect at once,
+/// which is what pausing did under a flood. At most `limit` connections wait (a listen backlog of
+/// ferryd's own, as deep as the kernel's); a newcomer beyond that is closed.
 final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = any Channel
     typealias InboundOut = any Channel
 
     private let connections: ConnectionTable
+    private let limit: Int
     // Touched only on the listening channel's event loop.
     private var waiting: [any Channel] = []
     private var retry: Scheduled<Void>?
 
-    init(connections: ConnectionTable) { self.connections = connections }
+    init(connections: ConnectionTable, limit: Int) {
+        self.connections = connections
+        self.limit = limit
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = unwrapInboundIn(data)
@@ -162,11 +170,12 @@ final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
             context.fireChannelRead(wrapInboundOut(child))
             return
         }
-        waiting.append(child)
-        if retry == nil {
-            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-            scheduleRetry(context: context)
+        guard waiting.count < limit else {
+            child.close(promise: nil)
+            return
         }
+        waiting.append(child)
+        if retry == nil { scheduleRetry(context: context) }
     }
 
     private func scheduleRetry(context: ChannelHandlerContext) {
@@ -184,7 +193,6 @@ final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
             waiting.removeFirst()
             context.fireChannelRead(wrapInboundOut(child))
         }
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

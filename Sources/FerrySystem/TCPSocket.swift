@@ -6,7 +6,7 @@ public enum TCPSocket {
     /// Returns the socket and the port it is bound to.
     /// The corresponding C functions are `getaddrinfo`, `socket`, `setsockopt(SO_REUSEADDR)`,
     /// `bind`, `listen` and `getsockname`.
-    public static func listen(host: String, port: UInt16, backlog: Int32 = 4096) throws -> (socket: FileDescriptor, port: UInt16) {
+    public static func listen(host: String, port: UInt16, backlog: Int32 = UnixSocket.defaultBacklog) throws -> (socket: FileDescriptor, port: UInt16) {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

@@ -3,9 +3,12 @@ internal import Glibc
 
 /// Stream sockets in the Unix domain, for ferryd's control API.
 public enum UnixSocket {
+    /// The listen backlog ferryd's sockets ask for (the kernel caps it at `net.core.somaxconn`).
+    public static let defaultBacklog: Int32 = 4096
+
     /// Creates a listening socket at `path` (replacing a stale socket file) with `permissions`.
     /// The corresponding C functions are `socket`, `bind`, `chmod` and `listen`.
-    public static func listen(at path: String, permissions: UInt32 = 0o600, backlog: Int32 = 4096) throws -> FileDescriptor {
+    public static func listen(at path: String, permissions: UInt32 = 0o600, backlog: Int32 = defaultBacklog) throws -> FileDescriptor {
         let fd = try retrying("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let socketFD = FileDescriptor(rawValue: fd, name: path)
         do {
