@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The five C libraries (plus zlib for gzip layers) behind one umbrella header: two
@@ -53,6 +54,7 @@ let package = Package(
                                                .product(name: "NIOPosix", package: "swift-nio"),
                                                .product(name: "NIOHTTP1", package: "swift-nio"),
                                                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                                               .product(name: "Prometheus", package: "swift-prometheus"),
                                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "KernelBackends", dependencies: ["Daemon", "Blob", "FerrySystem",
@@ -93,6 +95,7 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "Blob", "FerrySystem",
                                                      .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOEmbedded", package: "swift-nio"),
+                                                     .product(name: "Prometheus", package: "swift-prometheus"),
                                                      .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI", "FerrySystem"], exclude: ["Fixtures"],

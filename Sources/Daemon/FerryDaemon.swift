@@ -24,8 +24,10 @@ public final class FerryDaemon: Sendable {
     /// Fetches an image's prefetch list (and paths asked for at mount) into the store; nil without a store.
     private let prefetcher: Prefetcher?
     let started = Date()
-    /// More Prometheus text appended to `GET /metrics` (peer sharing, the blob proxy).
-    let extraMetrics: [@Sendable () -> String]
+    /// More series for `GET /metrics`, read at each scrape (peer sharing, the blob proxy).
+    let extraMetrics: [@Sendable (inout MetricsWriter) -> Void]
+    /// The series read at scrape time, kept in `metrics.registry`.
+    let scrapedSeries: ScrapedSeries
 
     struct State {
         var images: [String: RegisteredImage] = [:]
@@ -49,8 +51,8 @@ public final class FerryDaemon: Sendable {
     public let metrics: DaemonMetrics
 
     public init(configuration: DaemonConfiguration, backend: any KernelBackend, resolver: @escaping ImageResolver,
-                mounter: any Mounter = KernelMounter(), cache: CacheManager? = nil, metrics: DaemonMetrics = DaemonMetrics(),
-                logger: Logger, extraMetrics: [@Sendable () -> String] = [], prefetcher: Prefetcher? = nil) {
+                mounter: any Mounter = KernelMounter(), cache: CacheManager? = nil, metrics: DaemonMetrics? = nil,
+                logger: Logger, extraMetrics: [@Sendable (inout MetricsWriter) -> Void] = [], prefetcher: Prefetcher? = nil) {
         self.configuration = configuration
         self.prefetcher = prefetcher
         self.extraMetrics = extraMetrics
@@ -58,7 +60,9 @@ public final class FerryDaemon: Sendable {
         self.resolver = resolver
         self.mounter = mounter
         self.cache = cache
+        let metrics = metrics ?? DaemonMetrics(backend: backend.name)
         self.metrics = metrics
+        self.scrapedSeries = ScrapedSeries(registry: metrics.registry)
         self.logger = logger
     }
 
@@ -282,9 +286,20 @@ public final class FerryDaemon: Sendable {
     }
 
     /// Re-attaches the images of mounts a previous ferryd made that are still mounted.
-    private func restoreRegistrations() async {
-        guard let data = FileManager.default.contents(atPath: registrationsPath),
-              let entries = try? JSONDecoder().decode([Registration].self, from: data) else { return }
+    func restoreRegistrations() async {
+        guard let data = FileManager.default.contents(atPath: registrationsPath) else { return }
+        let entries: [Registration]
+        do {
+            entries = try JSONDecoder().decode([Registration].self, from: data)
+        } catch {
+            // Written atomically (fsync, rename, directory fsync), so damage is the disk's or a
+            // hand edit: say so, keep the file for a look, and start without re-attaching.
+            let kept = registrationsPath + ".damaged"
+            _ = rename(registrationsPath, kept)
+            logger.critical("the mount registrations are damaged; mounts made by an earlier ferryd are not served again (unmount and mount them)",
+                            metadata: ["file": "\(registrationsPath)", "kept_as": "\(kept)", "error": "\(error)"])
+            return
+        }
         let mounted = Set(((try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
             return fields.count > 2 && fields[2] == "erofs" ? String(fields[1]) : nil

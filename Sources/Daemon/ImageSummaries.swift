@@ -42,32 +42,26 @@ extension FerryDaemon {
         }
     }
 
-    /// Prometheus text exposition of the daemon's counters.
+    /// Prometheus text exposition of every series of the daemon (`GET /metrics`).
     public func metricsText() -> String {
-        var out = ""
-        func metric(_ name: String, _ help: String, _ type: String, _ samples: [(String, String)]) {
-            out += "# HELP ferry_\(name) \(help)\n# TYPE ferry_\(name) \(type)\n"
-            for (labels, value) in samples { out += "ferry_\(name)\(labels) \(value)\n" }
-        }
-        let images = imageSummaries()
-        func per(_ value: (ImageSummary) -> String) -> [(String, String)] {
-            images.map { ("{image=\"\($0.id.prefix(12))\"}", value($0)) }
-        }
-        metric("images", "Images registered with ferryd.", "gauge", [("", "\(images.count)")])
-        metric("bytes_requested_total", "Bytes the kernel asked for.", "counter", per { "\($0.bytesRequested)" })
-        metric("chunks_verified_total", "Chunks fetched and verified.", "counter", per { "\($0.chunksVerified)" })
-        metric("chunk_verify_failures_total", "Chunks a source returned with wrong bytes.", "counter", per { "\($0.chunksFailed)" })
-        metric("cache_hits_total", "Chunks found already in the cache.", "counter", per { "\($0.cacheHits)" })
-        metric("store_hits_total", "Chunks served from the local chunk store.", "counter", per { "\($0.storeHits)" })
-        var bySource: [(String, String)] = []
-        for image in images {
-            for (source, bytes) in image.bytesBySource.sorted(by: { $0.key < $1.key }) {
-                bySource.append(("{image=\"\(image.id.prefix(12))\",source=\"\(source)\"}", "\(bytes)"))
+        scrapedSeries.scrape { out in
+            let images = imageSummaries()
+            out.gauge("ferry_images", "Images registered with ferryd.", Double(images.count))
+            for image in images {
+                let labels = [("image", String(image.id.prefix(12)))]
+                out.counter("ferry_bytes_requested_total", "Bytes the kernel asked for.", labels: labels, image.bytesRequested)
+                out.counter("ferry_chunks_verified_total", "Chunks fetched and verified.", labels: labels, image.chunksVerified)
+                out.counter("ferry_chunk_verify_failures_total", "Chunks a source returned with wrong bytes.", labels: labels, image.chunksFailed)
+                out.counter("ferry_cache_hits_total", "Chunks found already in the cache.", labels: labels, image.cacheHits)
+                out.counter("ferry_store_hits_total", "Chunks served from the local chunk store.", labels: labels, image.storeHits)
+                for (source, bytes) in image.bytesBySource.sorted(by: { $0.key < $1.key }) {
+                    out.counter("ferry_bytes_fetched_total", "Compressed bytes fetched, by source.",
+                                labels: labels + [("source", source)], bytes)
+                }
             }
+            out.gauge("ferry_uptime_seconds", "Seconds since ferryd started.", Date().timeIntervalSince(started).rounded())
+            for more in extraMetrics { more(&out) }
+            writeServiceMetrics(images, into: &out)
         }
-        metric("bytes_fetched_total", "Compressed bytes fetched, by source.", "counter", bySource)
-        metric("uptime_seconds", "Seconds since ferryd started.", "gauge", [("", String(format: "%.0f", Date().timeIntervalSince(started)))])
-        for more in extraMetrics { out += more() }
-        return out + serviceMetricsText()
     }
 }

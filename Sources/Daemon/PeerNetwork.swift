@@ -113,35 +113,27 @@ public final class PeerNetwork: Sendable {
         peers.markFailed(peer, .unreachable)
     }
 
-    /// Prometheus text of the `ferry_peer_*` metrics.
-    public func metricsText() -> String {
-        var out = ""
-        func metric(_ name: String, _ help: String, _ type: String, _ samples: [(String, String)]) {
-            out += "# HELP ferry_peer_\(name) \(help)\n# TYPE ferry_peer_\(name) \(type)\n"
-            for (labels, value) in samples { out += "ferry_peer_\(name)\(labels) \(value)\n" }
+    /// The `ferry_peer_*` series of a scrape.
+    public func writeMetrics(into out: inout MetricsWriter) {
+        for peer in peers.snapshot() {
+            out.gauge("ferry_peer_live", "Whether a peer is currently used (1) or in backoff (0).", labels: [("peer", peer.peer)], peer.live ? 1 : 0)
         }
-        let per = metrics.peers.sorted { $0.key < $1.key }
-        func each(_ value: (PeerMetrics.PerPeer) -> String) -> [(String, String)] {
-            per.map { ("{peer=\"\($0.key)\"}", value($0.value)) }
+        for (peer, figures) in metrics.peers.sorted(by: { $0.key < $1.key }) {
+            let labels = [("peer", peer)]
+            out.counter("ferry_peer_chunks_received_total", "Chunks received from a peer and verified.", labels: labels, figures.chunks)
+            out.counter("ferry_peer_bytes_received_total", "Stored bytes received from a peer and verified.", labels: labels, figures.bytes)
+            out.counter("ferry_peer_bad_chunks_total", "Chunks a peer served whose bytes did not match their digest.", labels: labels, figures.badChunks)
+            out.counter("ferry_peer_failures_total", "Requests to a peer that were refused, timed out or answered wrongly.", labels: labels, figures.failures)
+            out.counter("ferry_peer_misses_total", "Requests a peer answered without the chunk.", labels: labels, figures.misses)
         }
-        metric("live", "Whether a peer is currently used (1) or in backoff (0).", "gauge",
-               peers.snapshot().map { ("{peer=\"\($0.peer)\"}", $0.live ? "1" : "0") })
-        metric("chunks_received_total", "Chunks received from a peer and verified.", "counter", each { "\($0.chunks)" })
-        metric("bytes_received_total", "Stored bytes received from a peer and verified.", "counter", each { "\($0.bytes)" })
-        metric("bad_chunks_total", "Chunks a peer served whose bytes did not match their digest.", "counter", each { "\($0.badChunks)" })
-        metric("failures_total", "Requests to a peer that were refused, timed out or answered wrongly.", "counter", each { "\($0.failures)" })
-        metric("misses_total", "Requests a peer answered without the chunk.", "counter", each { "\($0.misses)" })
         let served = metrics.server
-        metric("served_chunks_total", "Chunks this node served to peers.", "counter", [("", "\(served.chunks)")])
-        metric("served_bytes_total", "Bytes this node served to peers.", "counter", [("", "\(served.bytes)")])
-        metric("served_misses_total", "Peer requests for chunks this node could not serve.", "counter", [("", "\(served.misses)")])
-        metric("served_rejected_total", "Peer requests turned away by the rate limit.", "counter", [("", "\(served.rejected)")])
-        metric("served_refused_addresses_total", "Peer-port connections closed unanswered: from an address not in the peer list.", "counter",
-               [("", "\(served.refusedAddresses)")])
-        metric("home_fetches_total", "Chunks this node fetched from its own sources as their home.", "counter",
-               [("", "\(metrics.homeFetches.current)")])
-        metric("fallback_chunks_total", "Chunks fetched from this node's own sources after peers failed.", "counter",
-               [("", "\(metrics.fallbacks.current)")])
-        return out
+        out.counter("ferry_peer_served_chunks_total", "Chunks this node served to peers.", served.chunks)
+        out.counter("ferry_peer_served_bytes_total", "Bytes this node served to peers.", served.bytes)
+        out.counter("ferry_peer_served_misses_total", "Peer requests for chunks this node could not serve.", served.misses)
+        out.counter("ferry_peer_served_rejected_total", "Peer requests turned away by the rate limit.", served.rejected)
+        out.counter("ferry_peer_served_refused_addresses_total",
+                    "Peer-port connections closed unanswered: from an address not in the peer list.", served.refusedAddresses)
+        out.counter("ferry_peer_home_fetches_total", "Chunks this node fetched from its own sources as their home.", metrics.homeFetches.current)
+        out.counter("ferry_peer_fallback_chunks_total", "Chunks fetched from this node's own sources after peers failed.", metrics.fallbacks.current)
     }
 }

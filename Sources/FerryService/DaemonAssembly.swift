@@ -20,14 +20,16 @@ public enum DaemonAssembly {
         try prepareStateDirectory(state)
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
         let gate = FetchGate(limit: configuration.fetchConcurrency)
-        let metrics = DaemonMetrics()
         let backend: any KernelBackend
+        let metrics: DaemonMetrics
         switch try BackendChoice.resolve(configuration.backend, stateDirectory: state) {
         case .fanotify:
+            metrics = DaemonMetrics(backend: "fanotify")
             backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, metrics: metrics,
                                               inherited: inherited, holdGroupInProcess: holdGroupInProcess,
                                               journaling: configuration.fanotifyInflightJournal, logger: logger)
         case .fscache:
+            metrics = DaemonMetrics(backend: "fscache")
             backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits,
                                              inherited: inherited, holdDeviceInProcess: holdGroupInProcess, logger: logger)
         }
@@ -38,10 +40,10 @@ public enum DaemonAssembly {
         let client = RegistryClient(options: RegistryOptions(plainHTTPHosts: Set(configuration.plainHTTP), mirrors: configuration.mirrors,
                                                              blobProxy: proxy),
                                     logger: logger)
-        var extraMetrics: [@Sendable () -> String] = []
-        if proxy != nil { extraMetrics.append { proxyMetricsText(client.blobProxyStatistics) } }
+        var extraMetrics: [@Sendable (inout MetricsWriter) -> Void] = []
+        if proxy != nil { extraMetrics.append { writeProxyMetrics(client.blobProxyStatistics, into: &$0) } }
         let peers = try makePeerNetwork(configuration, store: store, logger: logger)
-        if let peers { extraMetrics.append { peers.metricsText() } }
+        if let peers { extraMetrics.append { peers.writeMetrics(into: &$0) } }
         let resolution = ImageResolution(client: client, peers: peers)
         let resolver: ImageResolver = { reference, state in try await resolution.resolve(reference, stateDirectory: state) }
         let prefetcher = store.map { Prefetcher(store: $0, logger: logger) }
@@ -88,24 +90,13 @@ struct CurlPeerTransport: PeerTransport {
     }
 }
 
-/// `ferry_proxy_*` metrics of the blob proxy route.
-func proxyMetricsText(_ statistics: BlobProxyStatistics?) -> String {
-    guard let s = statistics else { return "" }
-    return """
-        # HELP ferry_proxy_reads_total Blob range reads answered through the proxy.
-        # TYPE ferry_proxy_reads_total counter
-        ferry_proxy_reads_total \(s.proxiedReads)
-        # HELP ferry_proxy_fallbacks_total Blob range reads that went to the mirrors or origin directly instead.
-        # TYPE ferry_proxy_fallbacks_total counter
-        ferry_proxy_fallbacks_total \(s.directFallbacks)
-        # HELP ferry_proxy_failures_total Failures of the proxy itself (unreachable, 5xx).
-        # TYPE ferry_proxy_failures_total counter
-        ferry_proxy_failures_total \(s.proxyFailures)
-        # HELP ferry_proxy_healthy Whether the proxy is used (1) or avoided after failures (0).
-        # TYPE ferry_proxy_healthy gauge
-        ferry_proxy_healthy \(s.healthy ? 1 : 0)
-
-        """
+/// The `ferry_proxy_*` series of the blob proxy route.
+func writeProxyMetrics(_ statistics: BlobProxyStatistics?, into out: inout MetricsWriter) {
+    guard let s = statistics else { return }
+    out.counter("ferry_proxy_reads_total", "Blob range reads answered through the proxy.", s.proxiedReads)
+    out.counter("ferry_proxy_fallbacks_total", "Blob range reads that went to the mirrors or origin directly instead.", s.directFallbacks)
+    out.counter("ferry_proxy_failures_total", "Failures of the proxy itself (unreachable, 5xx).", s.proxyFailures)
+    out.gauge("ferry_proxy_healthy", "Whether the proxy is used (1) or avoided after failures (0).", s.healthy ? 1 : 0)
 }
 
 extension DaemonAssembly {

@@ -67,7 +67,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
     ///   - recovered: the events a killed predecessor had read and not answered (from its
     ///     journal): filled and answered once re-attaching ends.
     public init(group: FanotifyGroup, cacheDirectory: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
-                metrics: DaemonMetrics = DaemonMetrics(), startedAfresh: Bool = false, journal: InflightJournal? = nil,
+                metrics: DaemonMetrics = DaemonMetrics(backend: "fanotify"), startedAfresh: Bool = false, journal: InflightJournal? = nil,
                 recovered: [InflightJournal.Entry] = [], logger: Logger) throws {
         self.metrics = metrics
         self.journal = journal

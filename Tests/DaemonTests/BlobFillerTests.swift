@@ -1,4 +1,5 @@
 import Blob
+import FerrySystem
 import Foundation
 import Synchronization
 import Testing
@@ -137,6 +138,40 @@ struct TestBlob {
         #expect(source.requests.current == requestsAfterFirst)
         #expect(stats.storeHits.current == 5)
         #expect(sink.space.withLock { $0 } == blob.space)
+    }
+
+    /// The store does not fsync its chunk files (a save is on the fill path); a file torn by a
+    /// crash — cut short, or left with its length but other bytes — is found on load, removed
+    /// and fetched again, never served.
+    @Test func tornStoreFilesAreDetectedOnLoadAndFetchedAgain() async throws {
+        let blob = try TestBlob.make(chunks: 3)
+        let store = try ChunkStore(directory: NSTemporaryDirectory() + "ferry-store-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(atPath: store.directory) }
+        let source = MemorySource(name: "registry", blobBytes: blob.bytes)
+        try await BlobFiller(blob: blob.info, store: store, sources: [source], sink: MemorySink(size: blob.info.uncompressedSize),
+                             gate: FetchGate(limit: 2), stats: FillStatistics()).fill(0 ..< blob.info.uncompressedSize)
+        func file(_ i: Int) -> String {
+            let hex = hexString(blob.info.chunks[i].digest)
+            return "\(store.directory)/chunks/\(hex.prefix(2))/\(hex.dropFirst(2))"
+        }
+        // Chunk 0 cut in half; chunk 1 the right length with its last byte changed; chunk 2 empty.
+        let zero = try #require(FileManager.default.contents(atPath: file(0)))
+        try Data(zero.prefix(zero.count / 2)).write(to: URL(fileURLWithPath: file(0)))
+        var one = try #require(FileManager.default.contents(atPath: file(1)))
+        one[one.count - 1] ^= 0x5a
+        try one.write(to: URL(fileURLWithPath: file(1)))
+        try Data().write(to: URL(fileURLWithPath: file(2)))
+        for i in 0..<3 { #expect(store.load(blob.info.chunks[i]) == nil, "torn chunk \(i) was served") }
+        for i in 0..<3 { #expect(!FileManager.default.fileExists(atPath: file(i)), "torn chunk \(i) was kept") }
+        let requestsBefore = source.requests.current
+        let sink = MemorySink(size: blob.info.uncompressedSize)
+        let stats = FillStatistics()
+        try await BlobFiller(blob: blob.info, store: store, sources: [source], sink: sink, gate: FetchGate(limit: 2), stats: stats)
+            .fill(0 ..< blob.info.uncompressedSize)
+        #expect(source.requests.current > requestsBefore)
+        #expect(stats.storeHits.current == 0)
+        #expect(sink.space.withLock { $0 } == blob.space)
+        for i in 0..<3 { #expect(store.load(blob.info.chunks[i]) != nil, "chunk \(i) was not stored again") }
     }
 }
 

@@ -107,4 +107,46 @@ import Testing
         #expect(daemon.hasMount(at: "/mnt/x/z"))
         await #expect(throws: DaemonError.self) { _ = try await daemon.mount(image: "img", at: "/mnt/x/z/") }
     }
+
+    /// Keeps the log records of one daemon.
+    struct RecordingLogHandler: LogHandler {
+        final class Records: Sendable { let list = Mutex<[(Logger.Level, String)]>([]) }
+        let records: Records
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let fields = (event.metadata ?? [:]).map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
+            records.list.withLock { $0.append((event.level, "\(event.message) \(fields)")) }
+        }
+    }
+
+    /// A mount registration file that does not parse (the disk's damage or a hand edit — ferryd
+    /// writes it atomically) is reported as such, kept aside, and ferryd goes on; it was
+    /// silently ignored before.
+    @Test func damagedMountRegistrationsAreReportedAndKept() async throws {
+        let kernel = RecordingKernel()
+        let records = RecordingLogHandler(records: .init())
+        var configuration = DaemonConfiguration()
+        configuration.stateDirectory = NSTemporaryDirectory() + "ferry-inprocess-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: configuration.stateDirectory) }
+        let file = configuration.stateDirectory + "/mounts.json"
+        let torn = Data(#"[{"reference":"registry.example/app:1","mountpoint":"/mnt/a","dom"#.utf8)
+        try torn.write(to: URL(fileURLWithPath: file))
+        let metadata = BootstrapMetadata(chunkSizeLog2: 16, compression: .lz4, blobs: [])
+        let daemon = FerryDaemon(configuration: configuration, backend: kernel, resolver: { reference, _ in
+            RegisteredImage(id: "id-" + reference, reference: reference, bootstrapPath: "/nonexistent", metadata: metadata, sources: [])
+        }, mounter: kernel, logger: Logger(label: "test", factory: { _ in records }))
+        await daemon.restoreRegistrations()
+        let critical = records.records.list.withLock { $0 }.filter { $0.0 == .critical }.map(\.1)
+        #expect(critical.count == 1 && critical.first?.contains("mounts.json") == true, "\(critical)")
+        #expect(!FileManager.default.fileExists(atPath: file))
+        #expect(FileManager.default.contents(atPath: file + ".damaged") == torn)
+        _ = try await daemon.mount(image: "img", at: "/mnt/after")
+        #expect(kernel.count("mount /mnt/after") == 1)
+    }
 }

@@ -287,7 +287,7 @@ final class DelayingProxy {
     /// - Parameter rangedDelay: seconds every ranged blob GET (a chunk fill) is held too.
     init(upstream: String, delay: Double, log: String, rangedDelay: Double = 0) throws {
         self.log = log
-        port = Int.random(in: 20000...40000)
+        port = TestPorts.reserve()
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = [Build.fixture("delaying_proxy.py"), String(port), upstream, String(delay), log, String(rangedDelay)]

@@ -11,7 +11,7 @@ import Testing
         guard integrationPrerequisitesMet(tools: FanotifyDaemonTests.tools + ["python3"]) else { return }
         let ws = try Workspace("hostile")
         let (image, reference, _, registry) = try FanotifyDaemonTests.converted(ws, chunkSize: "16KiB")
-        let metricsPort = Int.random(in: 20000...30000), peerPort = metricsPort + 1
+        let metricsPort = TestPorts.reserve(2), peerPort = metricsPort + 1
         let config = ws.sub("ferryd.json")
         try Data(#"{"metrics_listen": "127.0.0.1:\#(metricsPort)", "peer_listen": "127.0.0.1:\#(peerPort)", "peers": ["127.0.0.2:\#(peerPort)"]}"#.utf8)
             .write(to: URL(fileURLWithPath: config))
@@ -72,7 +72,7 @@ import Testing
     @Test func thePeerPortAnswersOnlyListedPeers() throws {
         guard integrationPrerequisitesMet(tools: ["curl"]) else { return }
         let ws = try Workspace("peer-allow")
-        let port = Int.random(in: 30001...40000), metricsPort = port + 1
+        let port = TestPorts.reserve(2), metricsPort = port + 1
         let config = ws.sub("ferryd.json")
         try Data(#"{"peer_listen": "127.0.0.5:\#(port)", "peers": ["127.0.0.6:\#(port)"], "metrics_listen": "127.0.0.1:\#(metricsPort)"}"#.utf8)
             .write(to: URL(fileURLWithPath: config))

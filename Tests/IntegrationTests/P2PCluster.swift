@@ -73,7 +73,7 @@ final class CountingFront {
     var host: String { "127.0.0.1:\(port)" }
 
     init(upstream: String) throws {
-        port = Int.random(in: 20000...40000)
+        port = TestPorts.reserve(2)
         statsPort = port + 1
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = [Build.fixture("counting_front.py"), String(port), upstream, String(statsPort)]
@@ -168,7 +168,7 @@ final class P2PNode {
 
 /// Starts `count` nodes on 127.0.0.(base+i) with one random port, each listing all of them as peers.
 func startCluster(_ ws: Workspace, image: P2PImage, count: Int, extraPeers: [String] = []) throws -> [P2PNode] {
-    let port = Int.random(in: 41000...49000)
+    let port = TestPorts.reserve()
     let addresses = (0..<count).map { "127.0.0.\(30 + $0):\(port)" }
     return try addresses.enumerated().map { i, address in
         try P2PNode(ws, name: "node\(i)", address: address, peers: addresses + extraPeers, image: image)

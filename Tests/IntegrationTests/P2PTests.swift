@@ -53,7 +53,7 @@ import Testing
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("p2p-bad")
         let image = try P2PImage(ws)
-        let port = Int.random(in: 41000...49000)
+        let port = TestPorts.reserve()
         let liar = "127.0.0.29:\(port)"
         let good = (0..<4).map { "127.0.0.\(30 + $0):\(port)" }
         // The liar relays a real peer (node0) and corrupts what it passes on.
@@ -166,7 +166,7 @@ final class Squid {
     let directory: String
 
     init(_ ws: Workspace) throws {
-        port = Int.random(in: 20000...40000)
+        port = TestPorts.reserve()
         directory = ws.sub("squid")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o777])

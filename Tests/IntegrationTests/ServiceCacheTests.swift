@@ -84,7 +84,7 @@ import Testing
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
         let ws = try Workspace("svc-metrics")
         let image = try SmallServiceImage(ws)
-        let port = Int.random(in: 40001...50000)
+        let port = TestPorts.reserve()
         let daemon = try DaemonProcess(workspace: ws, extraArguments: ["--metrics-listen", "127.0.0.1:\(port)", "--cache-limit", "1G"])
         let mnt = ws.sub("mnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)

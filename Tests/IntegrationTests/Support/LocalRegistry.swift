@@ -14,7 +14,7 @@ final class LocalRegistry {
         storage = workspace.sub("registry-data")
         let log = workspace.sub("registry.log")
         for _ in 0..<5 {
-            port = Int.random(in: 20000...40000)
+            port = TestPorts.reserve()
             let config = workspace.sub("registry.yml")
             try """
                 version: 0.1
