@@ -1,5 +1,6 @@
 import Blob
 public import Daemon
+import PeerSharing
 public import FerrySystem
 import Foundation
 import KernelBackends

@@ -1,5 +1,6 @@
 public import Blob
 public import Daemon
+public import PeerSharing
 import FerrySystem
 import Foundation
 public import OCI

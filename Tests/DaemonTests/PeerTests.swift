@@ -5,6 +5,7 @@ import Logging
 import Synchronization
 import Testing
 @testable import Daemon
+@testable import PeerSharing
 
 /// A transport standing in for the network: each peer answers from the chunk store of a
 /// PeerNetwork-less table, lies, or is down.

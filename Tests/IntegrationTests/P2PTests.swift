@@ -1,4 +1,5 @@
 import Daemon
+import PeerSharing
 import Foundation
 import Testing
 

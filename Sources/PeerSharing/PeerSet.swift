@@ -1,3 +1,4 @@
+import Daemon
 import FerrySystem
 import Foundation
 import Synchronization

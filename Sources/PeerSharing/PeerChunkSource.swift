@@ -1,3 +1,4 @@
+public import Daemon
 public import Blob
 import FerrySystem
 import Logging

@@ -1,3 +1,4 @@
+import Daemon
 public import Blob
 
 /// The body of a peer's answer to `GET /chunks/<hex>`: one chunk as its serving node stores it.

@@ -1,3 +1,4 @@
+public import Daemon
 public import Blob
 import Foundation
 public import Logging

@@ -1,3 +1,4 @@
+import Daemon
 /// Highest-random-weight (rendezvous) hashing: each chunk's *home* is the peer with the highest
 /// weight `w(peer, chunk)`. Every node computes the same home from the same peer list without
 /// talking to anyone, and when a peer leaves only the chunks it was home of move (to their

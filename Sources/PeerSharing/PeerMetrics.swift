@@ -1,3 +1,4 @@
+public import Daemon
 import Synchronization
 
 /// What peer sharing did on this node, exported as `ferry_peer_*` metrics.
