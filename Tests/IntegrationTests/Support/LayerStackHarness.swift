@@ -50,8 +50,12 @@ struct LayerStackHarness {
     /// A scratch directory for one stack.
     let directory: String
     var builder: Builder = .umoci
-    /// Also compare with containerd's unpack of every converted form.
+    /// Also compare with containerd's unpack of the converted forms.
     var containerd: NativeContainerd? = nil
+    /// Which forms containerd unpacks: all, or only the last one converted (the variant where
+    /// there is one; every form must already equal umoci's tree, so one containerd unpack
+    /// covers the stack at a third of the cost of three).
+    var containerdEveryForm = true
 
     /// Other forms of the same image that are converted and compared too.
     enum Variant: Sendable {
@@ -168,22 +172,24 @@ struct LayerStackHarness {
             }
             try inspect?(image)
             var outcome = Outcome(layers: layers, differences: [])
-            func compareForm(_ input: String, _ form: String) throws {
+            func compareForm(_ input: String, _ form: String, last: Bool) throws {
+                let containerd = containerdEveryForm || last ? containerd : nil
                 let result = try compare(input: input, reference: directory + "/ref/rootfs", containerd: containerd)
                 outcome.differences = result.differences.map { form + $0 }
                 if containerd != nil { outcome.containerdCompared += 1 }
                 if result.containerdRefusal != nil { outcome.containerdRefused += 1 }
             }
-            try compareForm("oci:\(image):t", "")
-            for variant in variants where outcome.differences.isEmpty {
+            try compareForm("oci:\(image):t", "", last: variants.isEmpty)
+            for (i, variant) in variants.enumerated() where outcome.differences.isEmpty {
+                let last = i == variants.count - 1
                 switch variant {
                 case .dockerArchive:
                     let archive = directory + "/img.tar"
                     try Shell.check(["skopeo", "--insecure-policy", "copy", "-q", "oci:\(image):t", "docker-archive:\(archive):ferry/stack:t"])
-                    try compareForm("docker-archive:\(archive)", "docker-archive: ")
+                    try compareForm("docker-archive:\(archive)", "docker-archive: ", last: last)
                 case .mixedCompression:
                     try Self.tagMixedCompression(image: image, scratch: directory + "/zstd")
-                    try compareForm("oci:\(image):mixed", "mixed compression: ")
+                    try compareForm("oci:\(image):mixed", "mixed compression: ", last: last)
                 }
             }
             return outcome

@@ -63,10 +63,9 @@ enum TreeDiff {
             problems.append("\(name): \(what) expected \(x), got \(y)")
         }
         let metadata = !relative.isEmpty || options.compareRootMetadata
-        if e.isDirectory != a.isDirectory || (metadata && e.mode != a.mode) {
-            differ("mode", String(e.mode, radix: 8), String(a.mode, radix: 8))
-            return
-        }
+        // A different type ends the comparison here; different permissions do not.
+        if e.type != a.type || (metadata && e.mode != a.mode) { differ("mode", String(e.mode, radix: 8), String(a.mode, radix: 8)) }
+        if e.type != a.type { return }
         if metadata && e.uid != a.uid { differ("uid", e.uid, a.uid) }
         if metadata && e.gid != a.gid { differ("gid", e.gid, a.gid) }
         var (eSeconds, eNanoseconds) = (e.mtimeSeconds, e.mtimeNanoseconds)
