@@ -109,6 +109,10 @@ import Testing
         // snapshotter) keeps it, umoci and Ferry (and the overlay applier) do not; allowed.
         [[.directory("d"), .xattr("d", name: "user.a", value: "v"), .file("d/x", size: 3, fill: 2, holeAt: nil)],
          [.xattr("d", name: "user.a", value: nil)]],
+        // Found by the containerd comparison (seed 7): umoci repack writes `usr -> /` and then
+        // `usr/.wh.usr`, which resolves to the new symlink itself. containerd's naive applier
+        // removes it, the overlay applier refuses the layer, umoci and Ferry keep it (allowed).
+        [[.directory("usr"), .file("usr/usr", size: 2825, fill: 24, holeAt: nil)], [.symlink("usr", target: "/")]],
     ]
 
     @Test(arguments: regressions.indices)
