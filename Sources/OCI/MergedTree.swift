@@ -79,8 +79,9 @@ public struct MergedTree<Payload: Sendable>: Sendable {
     /// Applies one tar entry of the current layer. `payload` is stored on regular files.
     public mutating func apply(_ entry: TarEntry, payload: Payload? = nil) throws {
         guard let last = entry.path.last else {
-            // The root itself ("./"): only a directory entry makes sense; it updates metadata.
-            if entry.kind == .directory { setMetadata(of: Self.root, from: entry) }
+            // The root itself ("./"): containerd skips every entry that resolves to the root
+            // ("file ignored: resolved to root", archive/tar.go), so the root stays 0755
+            // root:root whatever the layers say; umoci applies it. Ferry follows containerd.
             return
         }
         let whiteoutPrefix = Array(".wh.".utf8)
@@ -108,6 +109,10 @@ public struct MergedTree<Payload: Sendable>: Sendable {
             let target = try resolveHardlink(entry)
             // Linking a name to the node it already names changes nothing.
             nodes[parent].children[last] = target
+            // containerd chowns, chmods and stamps the new name (the shared inode) from the link
+            // header and sets the xattrs it names; umoci ignores a link header's metadata.
+            // Builders write the linked file's own metadata there, so only crafted layers differ.
+            setLinkMetadata(of: target, from: entry)
         case .regular:
             nodes[parent].children[last] = appendNode(.regular(size: entry.size, payload: payload), from: entry)
         case .symlink:
@@ -293,9 +298,7 @@ public struct MergedTree<Payload: Sendable>: Sendable {
 
     private mutating func appendNode(_ content: Content, from entry: TarEntry) -> Int {
         let index = appendNode(content, mode: entry.mode, uid: entry.uid, gid: entry.gid)
-        nodes[index].mtimeSeconds = entry.mtimeSeconds
-        nodes[index].mtimeNanoseconds = entry.mtimeNanoseconds
-        nodes[index].xattrs = entry.xattrs
+        setMetadata(of: index, from: entry)
         return index
     }
 
@@ -309,8 +312,44 @@ public struct MergedTree<Payload: Sendable>: Sendable {
         nodes[index].mode = entry.mode & 0o7777
         nodes[index].uid = entry.uid
         nodes[index].gid = entry.gid
-        nodes[index].mtimeSeconds = entry.mtimeSeconds
-        nodes[index].mtimeNanoseconds = entry.mtimeNanoseconds
-        nodes[index].xattrs = entry.xattrs
+        (nodes[index].mtimeSeconds, nodes[index].mtimeNanoseconds) = Self.boundedTime(entry)
+        nodes[index].xattrs = entry.xattrs.filter { Self.isApplied($0, to: nodes[index].content) }
+    }
+
+    /// A hard-link entry's metadata on the node it names: as `setMetadata`, but xattrs the
+    /// header does not name stay (containerd only sets, never removes).
+    private mutating func setLinkMetadata(of index: Int, from entry: TarEntry) {
+        let kept = nodes[index].xattrs
+        setMetadata(of: index, from: entry)
+        let named = Set(nodes[index].xattrs.map(\.name))
+        nodes[index].xattrs = kept.filter { !named.contains($0.name) } + nodes[index].xattrs
+    }
+
+    /// containerd's `boundTime` (archive/time.go): an mtime before the epoch or after the
+    /// largest time `os.Chtimes` takes (2^63-1 ns, in 2262) becomes the epoch. umoci keeps
+    /// times before 1970.
+    static func boundedTime(_ entry: TarEntry) -> (seconds: Int64, nanoseconds: UInt32) {
+        let maxSeconds: Int64 = Int64.max / 1_000_000_000, maxNanoseconds = UInt32(Int64.max % 1_000_000_000)
+        if entry.mtimeSeconds < 0 || entry.mtimeSeconds > maxSeconds
+            || (entry.mtimeSeconds == maxSeconds && entry.mtimeNanoseconds > maxNanoseconds) {
+            return (0, 0)
+        }
+        return (entry.mtimeSeconds, entry.mtimeNanoseconds)
+    }
+
+    /// Whether containerd's applier sets `xattr` (archive/tar.go `createTarFile`, tar_unix.go
+    /// `setxattr`): never `trusted.*` ("admin attributes from archive not supported"; they would
+    /// steer overlayfs, e.g. `trusted.overlay.*`), and `user.*` only on regular files and
+    /// directories (the kernel refuses it elsewhere and containerd skips it). umoci keeps
+    /// `trusted.*`.
+    static func isApplied(_ xattr: ExtendedAttribute, to content: Content) -> Bool {
+        if xattr.name.starts(with: "trusted.".utf8) { return false }
+        if xattr.name.starts(with: "user.".utf8) {
+            switch content {
+            case .directory, .regular: return true
+            default: return false
+            }
+        }
+        return true
     }
 }

@@ -1,22 +1,38 @@
 import Foundation
 import Testing
 
-/// Ferry's layer merge against the layers real builders write and the tree `umoci unpack`
-/// makes of them (Kernel-Notes/layers.md lists the rules; the only difference allowed is the
-/// root directory's mtime, which umoci stamps at unpack time).
+/// Ferry's layer merge against the layers real builders write and the trees `umoci unpack` and
+/// containerd (its native snapshotter) make of them. Where the two disagree Ferry follows
+/// containerd; Kernel-Notes/layers.md lists the rules and every difference the tests allow.
 @Suite(.serialized) struct LayerStackTests {
+    /// containerd started in `ws` for the comparison, or nil (with the reason printed, or a
+    /// failure under FERRY_REQUIRE_INTEGRATION) where containerd or ctr is not installed.
+    static func containerd(in ws: Workspace) throws -> NativeContainerd? {
+        if let missing = Build.missingPrerequisite(tools: NativeContainerd.tools) {
+            if Build.integrationRequired {
+                Issue.record("integration prerequisite missing in CI: \(missing)")
+            } else {
+                print("containerd comparison SKIPPED: \(missing)")
+            }
+            return nil
+        }
+        return try NativeContainerd(workspace: ws)
+    }
+
     /// Issue #19: umoci repack writes a directory replaced by a file as the file followed by
     /// whiteouts of the directory's old children (`deep/.wh.d00`); Ferry refused the layer.
     @Test func umociDirectoryReplacedByFileConvertsAndMountsEqual() throws {
         guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
         let ws = try Workspace("umoci-dir-to-file")
+        let containerd = try Self.containerd(in: ws)
         let stack: [[LayerChange]] = [
             [.directory("deep"), .directory("deep/d00"), .file("deep/d00/x", size: 3, fill: 1, holeAt: nil),
              .file("deep/f", size: 2, fill: 2, holeAt: nil), .directory("keep")],
             [.remove("deep"), .file("deep", size: 5, fill: 3, holeAt: nil)],
             [.file("keep/late", size: 7, fill: 4, holeAt: nil)],
         ]
-        let harness = LayerStackHarness(directory: ws.sub("stack"))
+        var harness = LayerStackHarness(directory: ws.sub("stack"))
+        harness.containerd = containerd
         var whiteouts: [String] = []
         let outcome = harness.replay(stack, variants: [.dockerArchive, .mixedCompression]) { image in
             // The test is only worth something if umoci really wrote whiteouts below the file.
@@ -26,6 +42,9 @@ import Testing
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
         #expect(outcome.differences.isEmpty, "\n\(outcome.summary)")
         #expect(Set(whiteouts) == ["deep/.wh.d00", "deep/.wh.f"], "umoci wrote \(whiteouts)")
+        // containerd refuses all three forms ("mkparent …: not a directory"); Ferry converts
+        // them to umoci's tree (the documented difference).
+        if containerd != nil { #expect(outcome.containerdCompared == 3 && outcome.containerdRefused == 3, "\(outcome)") }
     }
 
     /// Sparse files as GNU tar writes them: old GNU 'S' headers and PAX 0.0, 0.1 and 1.0, each
@@ -80,13 +99,29 @@ import Testing
         // Found by Tools/fuzz-layers (seed 7): a directory replaced by a symlink to itself; the
         // whiteout below it loops, umoci unpack and Ferry both refuse the image.
         [[.directory(".hidden"), .file(".hidden/ünï", size: 2751, fill: 1, holeAt: nil)], [.symlink(".hidden", target: ".hidden")]],
+        // Found by the containerd comparison: containerd never sets trusted.* xattrs, makes
+        // mtimes before 1970 the epoch and ignores the root entry ("./"); umoci keeps all three
+        // and Ferry did too.
+        [[.file("old", size: 10, fill: 1, holeAt: nil), .mtime("old", seconds: -86_400 * 400),
+          .xattr("old", name: "trusted.ferry", value: "v"), .xattr("old", name: "user.a", value: "w"),
+          .directory("d"), .xattr("d", name: "trusted.ferry", value: "v"), .chmod("", 0o700), .chown("", uid: 5, gid: 6)]],
+        // A directory's xattr removed by a later layer: containerd's naive applier (the native
+        // snapshotter) keeps it, umoci and Ferry (and the overlay applier) do not; allowed.
+        [[.directory("d"), .xattr("d", name: "user.a", value: "v"), .file("d/x", size: 3, fill: 2, holeAt: nil)],
+         [.xattr("d", name: "user.a", value: nil)]],
+        // Found by the containerd comparison (seed 7): umoci repack writes `usr -> /` and then
+        // `usr/.wh.usr`, which resolves to the new symlink itself. containerd's naive applier
+        // removes it, the overlay applier refuses the layer, umoci and Ferry keep it (allowed).
+        [[.directory("usr"), .file("usr/usr", size: 2825, fill: 24, holeAt: nil)], [.symlink("usr", target: "/")]],
     ]
 
     @Test(arguments: regressions.indices)
     func shrunkStackEqualsUmociUnpack(_ index: Int) throws {
         guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
         let ws = try Workspace("layer-regression")
-        let outcome = LayerStackHarness(directory: ws.sub("stack")).replay(Self.regressions[index])
+        var harness = LayerStackHarness(directory: ws.sub("stack"))
+        harness.containerd = try Self.containerd(in: ws)
+        let outcome = harness.replay(Self.regressions[index])
         #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
         #expect(outcome.differences.isEmpty, "\n\(outcome.summary)")
     }
@@ -95,7 +130,11 @@ import Testing
     /// `FERRY_LAYER_SEED` (default 19), or as many as fit in `FERRY_LAYER_SECONDS`, on
     /// `FERRY_LAYER_JOBS` workers (default 2). Every eighth stack also goes through
     /// `docker-archive:`, another eighth through mixed gzip/zstd/uncompressed layers, and every
-    /// sixteenth is built by buildah instead of umoci. Failures are shrunk and printed as replayable Swift.
+    /// sixteenth is built by buildah instead of umoci. Every `FERRY_LAYER_CONTAINERD_EVERY`th
+    /// stack (default 4, which are the docker-archive and mixed ones; 1 for all, 0 for none) and
+    /// every buildah stack is also compared with containerd's unpack of its last form (the
+    /// variant), by one containerd both workers share. Failures are shrunk and printed as
+    /// replayable Swift.
     @Test func randomLayerStacksEqualUmociUnpack() throws {
         guard integrationPrerequisitesMet(tools: LayerStackHarness.tools) else { return }
         let env = ProcessInfo.processInfo.environment
@@ -103,10 +142,12 @@ import Testing
         let seconds = env["FERRY_LAYER_SECONDS"].flatMap { Double($0) }
         let stacks = env["FERRY_LAYER_STACKS"].flatMap { Int($0) } ?? (seconds == nil ? 200 : Int.max)
         let jobs = max(1, env["FERRY_LAYER_JOBS"].flatMap { Int($0) } ?? 2)
+        let containerdEvery = max(0, env["FERRY_LAYER_CONTAINERD_EVERY"].flatMap { Int($0) } ?? 4)
         // buildah builds every sixteenth stack where it is installed (Tools/setup installs it).
         let useBuildah = Shell.has("buildah")
         let verbose = env["FERRY_LAYER_VERBOSE"] != nil
         let ws = try Workspace("layer-stacks")
+        let containerd = containerdEvery > 0 ? try Self.containerd(in: ws) : nil
         let results = StackResults()
         let start = Date()
         let scratch = ws.path
@@ -125,6 +166,10 @@ import Testing
                 case 2: harness.builder = useBuildah ? .buildah : .umoci
                 default: break
                 }
+                if index % max(containerdEvery, 1) == 0 || harness.builder == .buildah {
+                    harness.containerd = containerd
+                    harness.containerdEveryForm = false
+                }
                 let outcome = harness.run(seed: stackSeed, variants: variants)
                 if verbose { print("stack \(index) seed \(stackSeed) \(variants) \(harness.builder):\n\(outcome.summary)") }
                 results.add(outcome, seed: stackSeed) { harness.shrink(outcome) }
@@ -133,8 +178,10 @@ import Testing
         }
         let elapsed = Date().timeIntervalSince(start)
         let (count, layers, changes, refused, failures) = results.totals
-        print("layer stacks: \(count) stacks, \(layers) layers, \(changes) changes, \(refused) refused by umoci and Ferry alike, seed \(seed), \(jobs) jobs, "
-            + String(format: "%.1f s", elapsed) + ", \(failures.count) failing")
+        let (compared, containerdRefused) = results.containerdTotals
+        print("layer stacks: \(count) stacks, \(layers) layers, \(changes) changes, \(refused) refused by umoci and Ferry alike, "
+            + "\(compared) forms compared with containerd (\(containerdRefused) refused by it, a whiteout below a non-directory), "
+            + "seed \(seed), \(jobs) jobs, " + String(format: "%.1f s", elapsed) + ", \(failures.count) failing")
         for failure in failures { Issue.record(Comment(rawValue: failure)) }
         #expect(count >= min(stacks, 1))
     }
@@ -144,6 +191,7 @@ import Testing
 private final class StackResults: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0, layers = 0, changes = 0, refused = 0
+    private var containerdCompared = 0, containerdRefused = 0
     private var failures: [String] = []
 
     func add(_ outcome: LayerStackHarness.Outcome, seed: UInt64, shrink: () -> LayerStackHarness.Outcome) {
@@ -153,14 +201,22 @@ private final class StackResults: @unchecked Sendable {
         if outcome.bothRefused { refused += 1 }
         layers += outcome.layers.count
         changes += outcome.layers.reduce(0) { $0 + $1.count }
+        containerdCompared += outcome.containerdCompared
+        containerdRefused += outcome.containerdRefused
         let shrinkThis = failed && failures.count < 3
         lock.unlock()
         guard failed else { return }
         let shown = shrinkThis ? shrink() : outcome
-        let text = "stack seed \(seed) differs from umoci unpack\(shrinkThis ? " (shrunk)" : ""):\n\(shown.summary)"
+        let text = "stack seed \(seed) differs from umoci or containerd unpack\(shrinkThis ? " (shrunk)" : ""):\n\(shown.summary)"
         lock.lock()
         failures.append(text)
         lock.unlock()
+    }
+
+    var containerdTotals: (compared: Int, refused: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (containerdCompared, containerdRefused)
     }
 
     var totals: (Int, Int, Int, Int, [String]) {

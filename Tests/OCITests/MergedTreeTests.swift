@@ -163,7 +163,43 @@ func merge(_ layers: [[(TarEntry, String?)]]) throws -> MergedTree<String> {
         #expect(tree.nodes[a].mode == 0o750 && tree.nodes[a].uid == 8)
         let x = try #require(tree.lookup(components("x")))
         #expect(tree.nodes[x].mode == 0o755 && tree.nodes[x].uid == 0 && tree.nodes[x].mtimeSeconds == 0)
-        #expect(tree.nodes[0].mode == 0o700 && tree.nodes[0].uid == 5 && tree.nodes[0].mtimeSeconds == 9)
+        // containerd ignores the root entry ("./"); so does Ferry (umoci applies it).
+        #expect(tree.nodes[0].mode == 0o755 && tree.nodes[0].uid == 0 && tree.nodes[0].mtimeSeconds == 0)
+    }
+
+    /// What containerd's applier does and umoci does not (Kernel-Notes/layers.md).
+    @Test func xattrsAndTimesAreWhatContainerdApplies() throws {
+        let xattrs = [ExtendedAttribute("trusted.overlay.opaque", Array("y".utf8)), ExtendedAttribute("user.k", [1]),
+                      ExtendedAttribute("security.capability", [2])]
+        let old = TarEntry(kind: .regular, path: components("old"), mode: 0o644, mtimeSeconds: -86_400, mtimeNanoseconds: 5, xattrs: xattrs)
+        let late = TarEntry(kind: .regular, path: components("late"), mtimeSeconds: Int64.max / 1_000_000_000,
+                            mtimeNanoseconds: 854_775_808)
+        let last = TarEntry(kind: .regular, path: components("last"), mtimeSeconds: Int64.max / 1_000_000_000,
+                            mtimeNanoseconds: 854_775_807)
+        let link = TarEntry(kind: .symlink, path: components("s"), symlinkTarget: Array("old".utf8), mode: 0o777, xattrs: xattrs)
+        let tree = try merge([[(old, "o"), (late, "l"), (last, "z"), (link, nil)]])
+        let node = { (path: String) in tree.nodes[tree.lookup(components(path))!] }
+        // trusted.* never; user.* on files and directories only.
+        #expect(node("old").xattrs.map { String(decoding: $0.name, as: UTF8.self) } == ["user.k", "security.capability"])
+        #expect(node("s").xattrs.map { String(decoding: $0.name, as: UTF8.self) } == ["security.capability"])
+        // Before 1970 and after 2^63-1 ns: the epoch (containerd's boundTime).
+        #expect(node("old").mtimeSeconds == 0 && node("old").mtimeNanoseconds == 0)
+        #expect(node("late").mtimeSeconds == 0 && node("late").mtimeNanoseconds == 0)
+        #expect(node("last").mtimeSeconds == Int64.max / 1_000_000_000 && node("last").mtimeNanoseconds == 854_775_807)
+    }
+
+    @Test func hardLinkHeaderMetadataAppliesToTheLinkedNode() throws {
+        let file = TarEntry(kind: .regular, path: components("a"), mode: 0o644, uid: 1, mtimeSeconds: 5,
+                            xattrs: [ExtendedAttribute("user.a", [1]), ExtendedAttribute("user.b", [2])])
+        let link = TarEntry(kind: .hardlink, path: components("b"), hardlinkTarget: components("a"), mode: 0o600, uid: 7, gid: 8,
+                            mtimeSeconds: 9, xattrs: [ExtendedAttribute("user.b", [3])])
+        let tree = try merge([[(file, "1")], [(link, nil)]])
+        let a = try #require(tree.lookup(components("a")))
+        #expect(tree.lookup(components("b")) == a)
+        let node = tree.nodes[a]
+        #expect(node.mode == 0o600 && node.uid == 7 && node.gid == 8 && node.mtimeSeconds == 9)
+        // containerd sets the xattrs the link header names and removes none.
+        #expect(Set(node.xattrs) == [ExtendedAttribute("user.a", [1]), ExtendedAttribute("user.b", [3])])
     }
 
     @Test func regularFilesKeepTheirPayloadSizeAndXattrs() throws {

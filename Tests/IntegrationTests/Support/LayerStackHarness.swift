@@ -2,13 +2,18 @@ import FerrySystem
 import Foundation
 import Testing
 
-/// Builds a layer stack with real tools and checks Ferry against `umoci unpack` of it.
+/// Builds a layer stack with real tools and checks Ferry against `umoci unpack` of it and,
+/// when `containerd` is set, against containerd's unpack of the very image Ferry converts.
 ///
 /// Each step's changes are made in an unpacked bundle and `umoci repack --refresh-bundle`
 /// turns them into a layer (umoci's own diff: whiteouts, hard links, PAX records as umoci writes
-/// them). The reference is a fresh `umoci unpack` of the finished image; Ferry's side is
-/// `ferry convert` → `ferry export` → the kernel mounting the export. `TreeDiff` compares type,
-/// mode, owner, mtime, xattrs, every byte, link targets, device numbers and hard-link groups.
+/// them). The references are a fresh `umoci unpack` of the finished image and containerd's
+/// native snapshot of it; Ferry's side is `ferry convert` → `ferry export` → the kernel
+/// mounting the export. `TreeDiff` compares type, mode, owner, mtime, xattrs, every byte, link
+/// targets, device numbers and hard-link groups. Where umoci and containerd disagree Ferry
+/// follows containerd; the umoci comparison takes out what containerd never applies
+/// (`umociOptions`), the containerd one what its native snapshotter stamps itself
+/// (`containerdOptions`). Kernel-Notes/layers.md lists every allowed difference.
 struct LayerStackHarness {
     /// Tools a run needs.
     static let tools = ["umoci", "mount", "skopeo"]
@@ -22,6 +27,10 @@ struct LayerStackHarness {
         var failure: String?
         /// umoci unpack and Ferry both refused the image.
         var bothRefused = false
+        /// Forms of the image (OCI layout, docker-archive, mixed compression) compared with
+        /// containerd's unpack, and how many of them containerd refused (the documented case:
+        /// a whiteout below a non-directory, which Ferry converts as umoci unpacks it).
+        var containerdCompared = 0, containerdRefused = 0
 
         var summary: String {
             let steps = layers.enumerated().map { "  layer \($0.offset + 1): [\($0.element.map(\.description).joined(separator: ", "))]" }
@@ -41,6 +50,12 @@ struct LayerStackHarness {
     /// A scratch directory for one stack.
     let directory: String
     var builder: Builder = .umoci
+    /// Also compare with containerd's unpack of the converted forms.
+    var containerd: NativeContainerd? = nil
+    /// Which forms containerd unpacks: all, or only the last one converted (the variant where
+    /// there is one; every form must already equal umoci's tree, so one containerd unpack
+    /// covers the stack at a third of the cost of three).
+    var containerdEveryForm = true
 
     /// Other forms of the same image that are converted and compared too.
     enum Variant: Sendable {
@@ -146,22 +161,38 @@ struct LayerStackHarness {
                 // umoci refuses some of its own layers (a whiteout below a symlink loop: ELOOP);
                 // so does containerd (`fs.RootPath`), and Ferry must too.
                 let convert = try Shell.run([Build.ferry, "convert", "oci:\(image):t", "oci:\(directory)/ferry:t"])
-                return Outcome(layers: layers, differences: convert.status == 0 ? ["umoci unpack refuses the image, Ferry converts it: \(unpack.stderr)"] : [], bothRefused: true)
+                var outcome = Outcome(layers: layers, differences: convert.status == 0 ? ["umoci unpack refuses the image, Ferry converts it: \(unpack.stderr)"] : [], bothRefused: true)
+                if let containerd {
+                    let unpacked = try containerd.unpack("oci:\(image):t", scratch: directory + "/ctr")
+                    defer { containerd.remove(unpacked) }
+                    outcome.containerdCompared = 1
+                    if unpacked.rootfs != nil { outcome.differences.append("containerd unpacks the image that umoci refuses") }
+                }
+                return outcome
             }
             try inspect?(image)
-            var differences = try compare(input: "oci:\(image):t", reference: directory + "/ref/rootfs")
-            for variant in variants where differences.isEmpty {
+            var outcome = Outcome(layers: layers, differences: [])
+            func compareForm(_ input: String, _ form: String, last: Bool) throws {
+                let containerd = containerdEveryForm || last ? containerd : nil
+                let result = try compare(input: input, reference: directory + "/ref/rootfs", containerd: containerd)
+                outcome.differences = result.differences.map { form + $0 }
+                if containerd != nil { outcome.containerdCompared += 1 }
+                if result.containerdRefusal != nil { outcome.containerdRefused += 1 }
+            }
+            try compareForm("oci:\(image):t", "", last: variants.isEmpty)
+            for (i, variant) in variants.enumerated() where outcome.differences.isEmpty {
+                let last = i == variants.count - 1
                 switch variant {
                 case .dockerArchive:
                     let archive = directory + "/img.tar"
                     try Shell.check(["skopeo", "--insecure-policy", "copy", "-q", "oci:\(image):t", "docker-archive:\(archive):ferry/stack:t"])
-                    differences = try compare(input: "docker-archive:\(archive)", reference: directory + "/ref/rootfs").map { "docker-archive: " + $0 }
+                    try compareForm("docker-archive:\(archive)", "docker-archive: ", last: last)
                 case .mixedCompression:
                     try Self.tagMixedCompression(image: image, scratch: directory + "/zstd")
-                    differences = try compare(input: "oci:\(image):mixed", reference: directory + "/ref/rootfs").map { "mixed compression: " + $0 }
+                    try compareForm("oci:\(image):mixed", "mixed compression: ", last: last)
                 }
             }
-            return Outcome(layers: layers, differences: differences)
+            return outcome
         } catch {
             return Outcome(layers: layers, differences: [], failure: "\(error)")
         }
@@ -229,16 +260,87 @@ struct LayerStackHarness {
         return true
     }
 
+    /// What umoci's unpack has and containerd's never does, taken out of umoci's tree before it
+    /// is compared (Ferry follows containerd): the root's metadata (containerd ignores `./`
+    /// entries), `trusted.*` xattrs (containerd never sets them) and mtimes before 1970 or
+    /// after 2262 (containerd's `boundTime` makes them the epoch). The root's mtime is umoci's
+    /// unpack time.
+    static let umociOptions = TreeDiff.Options(compareRootMtime: false, compareRootMetadata: false,
+                                               droppedExpectedXattrPrefixes: [Array("trusted.".utf8)], boundExpectedMtimes: true)
+
+    /// What containerd's native snapshot has that is no part of the image: directory mtimes it
+    /// stamps during `unpack` (each layer's snapshot is a copy of the one below, and the copy
+    /// sets a directory's times before filling it; `mkparent` makes directories "now"), the
+    /// root's mtime, and xattrs the naive applier leaves on a directory a later layer rewrote
+    /// without them (Ferry, umoci and containerd's overlay applier drop those).
+    static func containerdOptions(unpackTime: ClosedRange<Int64>) -> TreeDiff.Options {
+        TreeDiff.Options(compareRootMtime: false, unpackTime: unpackTime, expectedDirectoryXattrsMayExceed: true)
+    }
+
+    /// Names that a layer of `image` (tag `t`) writes and then whites out itself (`x`, later
+    /// `.wh.x`, or `d/.wh.x` where `d` leads back to `x`, as umoci repack writes a directory
+    /// replaced by a symlink to its parent). containerd's naive applier removes such an entry,
+    /// its overlay applier refuses the layer, umoci and Ferry keep it (whiteouts apply to lower
+    /// layers only): the entry is an allowed difference from the native snapshot.
+    static func namesWhitedOutByTheirOwnLayer(image: String) throws -> Set<String> {
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: image + "/index.json"))) as? [String: Any]
+        let entry = (index?["manifests"] as? [[String: Any]])?.first { ($0["annotations"] as? [String: String])?["org.opencontainers.image.ref.name"] == "t" }
+        let digest = try #require(entry?["digest"] as? String)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: image + "/blobs/sha256/" + digest.dropFirst(7)))) as? [String: Any]
+        var names: Set<String> = []
+        for layer in (manifest?["layers"] as? [[String: Any]]) ?? [] {
+            guard let layerDigest = layer["digest"] as? String else { continue }
+            // GNU tar detects gzip by itself; layers of tag `t` are gzip (umoci) or plain (buildah).
+            let listing = try Shell.check(["tar", "--quoting-style=literal", "-tf", image + "/blobs/sha256/" + layerDigest.dropFirst(7)])
+            var written: Set<String> = []
+            for path in listing.split(separator: "\n") {
+                guard let base = path.split(separator: "/").last.map(String.init) else { continue }
+                if base.hasPrefix(".wh."), written.contains(String(base.dropFirst(4))) { names.insert(String(base.dropFirst(4))) }
+                written.insert(base)
+            }
+        }
+        return names
+    }
+
+    /// The refusal the notes document: containerd's `mkparent` meets a non-directory where a
+    /// whiteout's parent should be (umoci repack writes a directory replaced by a file as the
+    /// file plus whiteouts of the old children below it). Ferry converts these as umoci does.
+    static func isDocumentedRefusal(_ message: String) -> Bool {
+        message.contains("mkparent") && message.contains("not a directory")
+    }
+
     /// Converts `input`, exports it, mounts the export and compares it with `reference`.
     func compare(input: String, reference: String) throws -> [String] {
+        try compare(input: input, reference: reference, containerd: nil).differences
+    }
+
+    /// Converts `input`, exports it, mounts the export and compares it with `reference`
+    /// (umoci's unpack) and with containerd's unpack of `input` when `containerd` is set.
+    func compare(input: String, reference: String, containerd: NativeContainerd?) throws -> (differences: [String], containerdRefusal: String?) {
         let converted = directory + "/ferry", exported = directory + "/export.erofs", mnt = directory + "/mnt"
+        let unpacked = try containerd?.unpack(input, scratch: directory + "/ctr")
+        defer { if let unpacked { containerd?.remove(unpacked) } }
         try? FileManager.default.removeItem(atPath: converted)
         try Shell.check([Build.ferry, "convert", input, "oci:\(converted):t", "--chunk-size", "64KiB"])
         try Shell.check([Build.ferry, "export", "oci:\(converted):t", exported])
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         try Shell.check(["mount", "-t", "erofs", "-o", "ro,loop", exported, mnt])
         defer { _ = try? Shell.run(["umount", mnt]) }
-        return try TreeDiff.differences(expected: reference, actual: mnt, options: .init(compareRootMtime: false), limit: 20)
+        var differences = try TreeDiff.differences(expected: reference, actual: mnt, options: Self.umociOptions, limit: 20)
             .filter { !$0.hasPrefix("compared only") && !Self.isWhiteoutParent($0, in: mnt) }
+        guard let unpacked else { return (differences, nil) }
+        if let rootfs = unpacked.rootfs {
+            var fromContainerd = try TreeDiff.differences(expected: rootfs, actual: mnt, options: Self.containerdOptions(unpackTime: unpacked.window), limit: 20)
+                .filter { !$0.hasPrefix("compared only") }
+            let suffix = ": unexpected in actual"
+            if fromContainerd.contains(where: { $0.hasSuffix(suffix) }) {
+                let whitedOut = try Self.namesWhitedOutByTheirOwnLayer(image: directory + "/img")
+                fromContainerd.removeAll { $0.hasSuffix(suffix) && whitedOut.contains(String($0.dropLast(suffix.count).split(separator: "/").last ?? "")) }
+            }
+            differences += fromContainerd.map { "containerd: " + $0 }
+        } else if let refusal = unpacked.refusal, !Self.isDocumentedRefusal(refusal) {
+            differences.append("containerd refuses the image, Ferry converts it: \(refusal)")
+        }
+        return (differences, unpacked.refusal)
     }
 }

@@ -1,4 +1,5 @@
 import FerrySystem
+import CoreFoundation
 import Foundation
 import Glibc
 

@@ -11,6 +11,22 @@ enum TreeDiff {
         var compareRootMtime = false
         /// xattr names to ignore on both sides (e.g. security.selinux added by a host).
         var ignoredXattrs: Set<[UInt8]> = []
+        /// Compare the root directory's mode, owner and xattrs (containerd ignores a layer's
+        /// `./` entry, umoci applies it).
+        var compareRootMetadata = true
+        /// xattrs whose names start with one of these are taken out of the expected tree only,
+        /// so the actual tree must not have them (containerd never sets `trusted.*`).
+        var droppedExpectedXattrPrefixes: [[UInt8]] = []
+        /// Expected mtimes before 1970 or after 2^63-1 ns count as the epoch (containerd's
+        /// `boundTime`; umoci keeps them).
+        var boundExpectedMtimes = false
+        /// Expected directory mtimes (seconds) in this range are the unpacker's own stamps, not
+        /// the image's, and are not compared.
+        var unpackTime: ClosedRange<Int64>? = nil
+        /// An expected directory may have xattrs the actual one lacks (containerd's naive
+        /// applier keeps a lower directory's xattrs that a new entry for it does not name); the
+        /// ones the actual directory has must be there with equal values.
+        var expectedDirectoryXattrsMayExceed = false
     }
 
     /// Returns the differences (empty when the trees are identical), at most `limit` of them.
@@ -46,17 +62,28 @@ enum TreeDiff {
         func differ(_ what: String, _ x: some Equatable & CustomStringConvertible, _ y: some Equatable & CustomStringConvertible) {
             problems.append("\(name): \(what) expected \(x), got \(y)")
         }
-        if e.mode != a.mode { differ("mode", String(e.mode, radix: 8), String(a.mode, radix: 8)); return }
-        if e.uid != a.uid { differ("uid", e.uid, a.uid) }
-        if e.gid != a.gid { differ("gid", e.gid, a.gid) }
-        if !relative.isEmpty || options.compareRootMtime {
-            if e.mtimeSeconds != a.mtimeSeconds || e.mtimeNanoseconds != a.mtimeNanoseconds {
-                differ("mtime", "\(e.mtimeSeconds).\(e.mtimeNanoseconds)", "\(a.mtimeSeconds).\(a.mtimeNanoseconds)")
+        let metadata = !relative.isEmpty || options.compareRootMetadata
+        // A different type ends the comparison here; different permissions do not.
+        if e.type != a.type || (metadata && e.mode != a.mode) { differ("mode", String(e.mode, radix: 8), String(a.mode, radix: 8)) }
+        if e.type != a.type { return }
+        if metadata && e.uid != a.uid { differ("uid", e.uid, a.uid) }
+        if metadata && e.gid != a.gid { differ("gid", e.gid, a.gid) }
+        var (eSeconds, eNanoseconds) = (e.mtimeSeconds, e.mtimeNanoseconds)
+        if options.boundExpectedMtimes, eSeconds < 0 || eSeconds > Int64.max / 1_000_000_000
+            || (eSeconds == Int64.max / 1_000_000_000 && Int64(eNanoseconds) > Int64.max % 1_000_000_000) {
+            (eSeconds, eNanoseconds) = (0, 0)
+        }
+        let stamped = e.isDirectory && options.unpackTime?.contains(eSeconds) == true
+        if (!relative.isEmpty || options.compareRootMtime) && !stamped {
+            if eSeconds != a.mtimeSeconds || eNanoseconds != a.mtimeNanoseconds {
+                differ("mtime", "\(eSeconds).\(eNanoseconds)", "\(a.mtimeSeconds).\(a.mtimeNanoseconds)")
             }
         }
-        let ex = try RawPath.extendedAttributes(ePath).filter { !options.ignoredXattrs.contains($0.key) }
+        let dropped = { (name: [UInt8]) in options.droppedExpectedXattrPrefixes.contains { name.starts(with: $0) } }
+        let ex = try RawPath.extendedAttributes(ePath).filter { !options.ignoredXattrs.contains($0.key) && !dropped($0.key) }
         let ax = try RawPath.extendedAttributes(aPath).filter { !options.ignoredXattrs.contains($0.key) }
-        if ex != ax {
+        let exceedingAllowed = e.isDirectory && options.expectedDirectoryXattrsMayExceed && ax.allSatisfy { ex[$0.key] == $0.value }
+        if metadata && ex != ax && !exceedingAllowed {
             let show = { (x: [[UInt8]: [UInt8]]) in x.map { "\(RawPath.display($0.key))=\($0.value.count)B" }.sorted().joined(separator: ",") }
             differ("xattrs", show(ex), show(ax))
         }
