@@ -143,6 +143,7 @@ import Testing
         defer { _ = try? Self.sh("umount -l \(Self.work)", check: false) }
         // The reference trees, and the registry the images are pushed to.
         try Self.sh("umoci unpack --image \(fixture)/source:t \(Self.work)/ref-a && umoci unpack --image \(fixture)/source:b \(Self.work)/ref-b")
+        for tree in ["ref-a", "ref-b"] { try RichImage.followContainerd(reference: "\(Self.work)/\(tree)/rootfs") }
         try """
             version: 0.1
             storage:

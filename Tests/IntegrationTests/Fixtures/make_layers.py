@@ -132,7 +132,9 @@ with open_tar("layer2.tar") as t:
     add_dir(t, "srv/x", mode=0o750)
     add_file(t, "srv/x/child", b"child of the new directory\n")
     add_file(t, "var/cache", b"now a file\n")
-    add_special(t, "bin/tool-link", tarfile.LNKTYPE, linkname="bin/tool")
+    # Builders write the linked file's own metadata into a hard-link header (containerd applies
+    # it to the shared inode; umoci ignores it).
+    add_special(t, "bin/tool-link", tarfile.LNKTYPE, linkname="bin/tool", mode=0o4755)
     add_file(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n")
     add_file(t, "etc/xattrs2", b"", pax={"SCHILY.xattr.user.a": "1", "SCHILY.xattr.user.b": "2" * 100})
 

@@ -43,6 +43,23 @@ final class RichImage: @unchecked Sendable {
         let bundle = workspace.sub("bundle")
         try Shell.check(["umoci", "unpack", "--image", "\(layout):t", bundle])
         reference = bundle + "/rootfs"
+        try Self.followContainerd(reference: reference)
+    }
+}
+
+extension RichImage {
+    /// Makes a `umoci unpack` tree what containerd unpacks, where the two differ for this image
+    /// (as Ferry follows containerd, Kernel-Notes/layers.md): containerd never sets `trusted.*`
+    /// xattrs from a layer, so they are removed from the tree.
+    static func followContainerd(reference: String) throws {
+        try Shell.check(["python3", "-c", """
+            import os, sys
+            for top, dirs, files in os.walk(sys.argv[1]):
+                for name in [top] + [os.path.join(top, n) for n in dirs + files]:
+                    for key in os.listxattr(name, follow_symlinks=False):
+                        if key.startswith("trusted."):
+                            os.removexattr(name, key, follow_symlinks=False)
+            """, reference])
     }
 }
 
