@@ -117,7 +117,11 @@ enum LayerChange: Sendable, CustomStringConvertible {
             let arguments = value.map { ["-n", name, "-v", "0s" + Data($0.utf8).base64EncodedString()] } ?? ["-x", name]
             return (try? Shell.run(["setfattr", "-h"] + arguments + [full]).status) == 0
         case let .mtime(_, seconds):
-            let times = [timespec(tv_sec: Int(seconds), tv_nsec: 0), timespec(tv_sec: Int(seconds), tv_nsec: 0)]
+            // Fields set one by one: the memberwise initializer is CoreFoundation's re-export under
+            // MemberImportVisibility, and a clean build failed on it.
+            var time = timespec()
+            time.tv_sec = Int(seconds)
+            let times = [time, time]
             return utimensat(AT_FDCWD, full, times, AT_SYMLINK_NOFOLLOW) == 0
         }
         return true
