@@ -89,10 +89,10 @@ public enum Mount {
                 try? current.close()
                 throw error
             }
-            let type = st.st_mode & S_IFMT
-            if type != S_IFDIR {
+            let type = st.st_mode & UInt32(S_IFMT)
+            if type != UInt32(S_IFDIR) {
                 try? current.close()
-                throw SystemError.syscall(what, errno: type == S_IFLNK ? ELOOP : ENOTDIR)
+                throw SystemError.syscall(what, errno: type == UInt32(S_IFLNK) ? ELOOP : ENOTDIR)
             }
         }
         return current

@@ -1,6 +1,8 @@
 import FerrySystem
 import Foundation
 import Glibc
+// timespec's initializer is seen through CoreFoundation under MemberImportVisibility (a clean build failed without it).
+import CoreFoundation
 
 /// SplitMix64: a tiny seeded generator, so a stack is reproducible from (seed, index) alone.
 struct SeededGenerator: RandomNumberGenerator {
@@ -117,11 +119,7 @@ enum LayerChange: Sendable, CustomStringConvertible {
             let arguments = value.map { ["-n", name, "-v", "0s" + Data($0.utf8).base64EncodedString()] } ?? ["-x", name]
             return (try? Shell.run(["setfattr", "-h"] + arguments + [full]).status) == 0
         case let .mtime(_, seconds):
-            // Fields set one by one: the memberwise initializer is CoreFoundation's re-export under
-            // MemberImportVisibility, and a clean build failed on it.
-            var time = timespec()
-            time.tv_sec = Int(seconds)
-            let times = [time, time]
+            let times = [timespec(tv_sec: Int(seconds), tv_nsec: 0), timespec(tv_sec: Int(seconds), tv_nsec: 0)]
             return utimensat(AT_FDCWD, full, times, AT_SYMLINK_NOFOLLOW) == 0
         }
         return true
