@@ -34,17 +34,25 @@ final class GuestReaders: @unchecked Sendable {
     private var stopping = false
     private var running = 0
 
+    /// Names that are not UTF-8 (the rich image has one), which a `String` path cannot name.
+    private(set) var skippedNames = 0
+
     /// Regular files below `reference` (the `umoci unpack` rootfs), read once into memory.
     init(reference: String) throws {
         var found: [Reference] = []
+        var skipped = 0
         let enumerator = FileManager.default.enumerator(atPath: reference)
         while let relative = enumerator?.nextObject() as? String {
-            let attributes = try FileManager.default.attributesOfItem(atPath: reference + "/" + relative)
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: reference + "/" + relative) else {
+                skipped += 1
+                continue
+            }
             guard attributes[.type] as? FileAttributeType == .typeRegular else { continue }
             let data = try Data(contentsOf: URL(fileURLWithPath: reference + "/" + relative))
             found.append(Reference(path: relative, bytes: [UInt8](data)))
         }
         files = found.sorted { $0.path < $1.path }
+        skippedNames = skipped
     }
 
     var fileCount: Int { files.count }

@@ -149,7 +149,7 @@ import Testing
         readers.start(count: 2)
         defer { if !readers.stop(timeout: 120) { Self.note("readers still blocked at the end") } }
         try Self.wait("a first pass of the base mount", timeout: 600) { readers.passes(base) >= 1 }
-        Self.note("image: \(readers.fileCount) files, \(readers.referenceBytes) bytes; first lazy pass of the base mount: \(Self.format(Self.seconds(since: start))) s")
+        Self.note("image: \(readers.fileCount) files, \(readers.referenceBytes) bytes (\(readers.skippedNames) non-UTF-8 name skipped); first lazy pass of the base mount: \(Self.format(Self.seconds(since: start))) s")
         let status2 = try Self.sh("systemctl status ferryd --no-pager -l", check: false).output
         Self.note("status with a mount: \(status2.split(separator: "\n").first { $0.contains("Status: \"") }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "(none)")")
 
