@@ -4,13 +4,39 @@ import Testing
 /// ferryd under a real systemd: boots the `Tools/vm --systemd` guest (Debian's systemd 252 as
 /// PID 1 on Linux 6.1) and runs `SystemdGuestTests` inside it — ferryd installed with
 /// `ferry install-service`, the fscache backend, restarts, SIGKILLs, a watchdog kill, an upgrade
-/// and a stop under byte-comparing readers. The host builds and converts a small image; the guest
+/// and a stop under byte-comparing readers. The host builds a small image (`makeImage`) and converts it; the guest
 /// reads the fixture and the reference tree over the shared root. Prints the guest's figures.
 ///
 /// `FERRY_SYSTEMD_ROUNDS` sets how many restarts and how many SIGKILLs (default 10; `Tools/test`
 /// runs fewer to fit CI's budget).
 @Suite(.serialized) struct SystemdVMTests {
     static let tools = RichImage.tools + ["qemu-system-x86_64", "mkfs.ext4", "/lib/systemd/systemd"]
+
+    /// A small image the readers go through many times under TCG: 18 files, 3.8 MB — six of
+    /// 384 KiB of random bytes (incompressible, 6 chunks each), six of 256 KiB of text, six small
+    /// ones, in two layers. Returns the reference tree (`umoci unpack`).
+    static func makeImage(in fixture: String) throws -> String {
+        try FileManager.default.createDirectory(atPath: fixture, withIntermediateDirectories: true)
+        try Shell.check(["python3", "-c", """
+            import io, random, tarfile
+            rng = random.Random(17)
+            def layer(path, files):
+                with tarfile.open(path, 'w', format=tarfile.PAX_FORMAT) as t:
+                    for name, data in files:
+                        info = tarfile.TarInfo(name); info.size = len(data); info.mtime = 1700000000; info.mode = 0o644
+                        t.addfile(info, io.BytesIO(data))
+            layer('\(fixture)/l1.tar', [('data/random-%d.bin' % i, rng.randbytes(384 << 10)) for i in range(6)]
+                  + [('etc/small-%d.conf' % i, b'key%d = value\\n' % i * (i * 40 + 1)) for i in range(6)])
+            layer('\(fixture)/l2.tar', [('usr/share/text-%d.txt' % i, b''.join(b'line %d of text file %d\\n' % (n, i) for n in range(11000))[: 256 << 10]) for i in range(6)])
+            """])
+        try Shell.check(["umoci", "init", "--layout", "\(fixture)/source"])
+        try Shell.check(["umoci", "new", "--image", "\(fixture)/source:t"])
+        for layer in ["l1", "l2"] {
+            try Shell.check(["umoci", "raw", "add-layer", "--no-history", "--image", "\(fixture)/source:t", "\(fixture)/\(layer).tar"])
+        }
+        try Shell.check(["umoci", "unpack", "--image", "\(fixture)/source:t", "\(fixture)/bundle"])
+        return fixture + "/bundle/rootfs"
+    }
 
     @Test func ferrydUnderSystemdInTheVM() throws {
         guard integrationPrerequisitesMet(tools: Self.tools) else { return }
@@ -20,16 +46,15 @@ import Testing
         }
         let rounds = ProcessInfo.processInfo.environment["FERRY_SYSTEMD_ROUNDS"].flatMap(Int.init) ?? 10
         let ws = try Workspace("systemd-vm")
-        let image = try RichImage(bigMiB: 2)
         let fixture = ws.sub("fixture")
-        try FileManager.default.createDirectory(atPath: fixture, withIntermediateDirectories: true)
-        try Shell.check([Build.ferry, "convert", "oci:\(image.layout):t", "oci:\(fixture)/conv:t", "--chunk-size", "64KiB"])
-        try Shell.check(["chmod", "-R", "a+rX", ws.path, image.workspace.path])
+        let reference = try Self.makeImage(in: fixture)
+        try Shell.check([Build.ferry, "convert", "oci:\(fixture)/source:t", "oci:\(fixture)/conv:t", "--chunk-size", "64KiB"])
+        try Shell.check(["chmod", "-R", "a+rX", ws.path])
         let out = ws.sub("vm-out")
         let started = Date()
         let result = try Shell.run([
             Build.packageRoot + "/Tools/vm", "--systemd", "--timeout", String(900 + 240 * rounds), "--memory", "2048", "--out", out,
-            "--env", "FERRY_SYSTEMD_FIXTURE=\(fixture)", "--env", "FERRY_SYSTEMD_REFERENCE=\(image.reference)",
+            "--env", "FERRY_SYSTEMD_FIXTURE=\(fixture)", "--env", "FERRY_SYSTEMD_REFERENCE=\(reference)",
             "--env", "FERRY_BIN=\(Build.binDirectory)", "--env", "FERRY_SYSTEMD_ROUNDS=\(rounds)",
             "--", Build.binDirectory + "/FerryPackageTests.xctest", "--testing-library", "swift-testing", "--filter", "SystemdGuestTests",
         ])
