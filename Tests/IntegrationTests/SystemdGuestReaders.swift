@@ -33,6 +33,9 @@ final class GuestReaders: @unchecked Sendable {
     private var inFlight: [Int: UInt64] = [:]
     private var stopping = false
     private var running = 0
+    /// Bumped whenever the mounts change: readers drop the pass they are in and start over with
+    /// the new list, so a fresh mount is read at once.
+    private var generation = 0
 
     /// Names that are not UTF-8 (the rich image has one), which a `String` path cannot name.
     private(set) var skippedNames = 0
@@ -86,6 +89,7 @@ final class GuestReaders: @unchecked Sendable {
         lock.withLock {
             self.mounts = mounts
             self.phase = phase
+            generation += 1
             for mount in mounts where passesDone[mount] == nil { passesDone[mount] = 0 }
         }
     }
@@ -105,20 +109,20 @@ final class GuestReaders: @unchecked Sendable {
 
     private func readUntilStopped(index: Int, of count: Int) {
         while true {
-            let mounts = lock.withLock { stopping ? nil : self.mounts }
-            guard let mounts else { return }
-            for mount in mounts {
+            guard let (mounts, generation) = lock.withLock({ stopping ? nil : (self.mounts, self.generation) }) else { return }
+            var current = true
+            passes: for mount in mounts {
                 // Readers start at different files, so they do not move in lockstep.
                 let start = files.isEmpty ? 0 : (files.count * index / count)
-                var complete = true
                 for offset in 0..<files.count {
-                    if lock.withLock({ stopping }) { return }
-                    guard lock.withLock({ self.mounts.contains(mount) }) else { complete = false; break }
+                    let (stop, changed) = lock.withLock { (stopping, self.generation != generation) }
+                    if stop { return }
+                    if changed { current = false; break passes }
                     readAndCompare(files[(start + offset) % files.count], in: mount, reader: index)
                 }
-                if complete { lock.withLock { passesDone[mount, default: 0] += 1 } }
+                lock.withLock { passesDone[mount, default: 0] += 1 }
             }
-            if index == 0 { Self.dropPageCache() }
+            if current && index == 0 { Self.dropPageCache() }
             if mounts.isEmpty { usleep(100_000) }
         }
     }

@@ -97,10 +97,16 @@ import Testing
         let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
         #expect(mounts.contains(" \(base) ") && mounts.contains(" \(mount) "), "\(name): the mounts stay")
         let tally = readers.tally(name)
-        try sh("ferry umount \(mount)")
+        try unmount(mount, readers: readers, keep: [base], phase: name)
         return "\(name): command returned after \(format(command)) s, new ferryd answering after \(format(back)) s, "
             + "readers' pass done after \(format(done)) s (a read was waiting at the disruption: \(inFlight ? "yes" : "no")); "
             + "longest read \(format(tally.longestStall)) s; files \(tally.files), wrong bytes \(tally.wrongBytes), failed reads \(tally.failedReads)"
+    }
+
+    /// Takes `mount` away from the readers and unmounts it once no reader holds a file in it.
+    static func unmount(_ mount: String, readers: GuestReaders, keep: [String], phase: String) throws {
+        readers.read(keep, phase: phase)
+        try wait("\(mount) to unmount", timeout: 120) { try sh("ferry umount \(mount)", check: false).status == 0 }
     }
 
     static func mountpoint(_ name: String) throws -> String {
