@@ -20,6 +20,8 @@ final class GuestReaders: @unchecked Sendable {
         var failures: [String] = []
         /// The longest single `read(2)` (or `open(2)`), in seconds.
         var longestStall = 0.0
+        /// Files whose slowest `read(2)` or `open(2)` took a second or more (waited for a ferryd).
+        var slowFiles = 0
     }
 
     private let files: [Reference]
@@ -185,6 +187,7 @@ final class GuestReaders: @unchecked Sendable {
                 t.failures.append("\(reference.path): \(wrong) wrong bytes")
             }
             t.longestStall = max(t.longestStall, stall)
+            if stall >= 1 { t.slowFiles += 1 }
             tallies[phase] = t
         }
     }
