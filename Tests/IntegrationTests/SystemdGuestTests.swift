@@ -65,8 +65,17 @@ import Testing
         (try? sh("systemctl is-active ferryd", check: false).output)?.hasPrefix("active") == true
     }
 
-    /// Whether ferryd's control socket answers `ferry status` (10 s allowed).
-    static func answers() -> Bool { (try? sh("timeout 10 ferry status", check: false))?.status == 0 }
+    /// Whether ferryd's control socket answers `ferry status`. The CLI itself (a 150 MB debug
+    /// build) can take many seconds to start in the TCG guest on a busy host, so it gets 120 s;
+    /// a socket that does not listen fails at once ("cannot reach ferryd").
+    static func answers() -> Bool { (try? sh("timeout 120 ferry status", check: false))?.status == 0 }
+
+    /// `answers()`, and why not when it does not.
+    static func answersOrWhy() -> (Bool, String) {
+        let result = try? sh("timeout 120 ferry status", check: false)
+        let status = result?.status ?? -1
+        return (status == 0, status == 0 ? "" : "exit \(status): \((result?.output ?? "").suffix(300))")
+    }
 
     static func journal() -> String { (try? sh("journalctl -u ferryd --no-pager -o short-monotonic", check: false).output) ?? "" }
 
@@ -165,13 +174,13 @@ import Testing
         for index in 1...Self.rounds {
             let name = "restart-\(index)"
             names.append(name)
-            var readyAtReturn = false
+            var (readyAtReturn, why) = (false, "")
             let line = try Self.round(name, readers: readers, base: base) {
                 try Self.sh("systemctl restart ferryd")
-                readyAtReturn = Self.answers()
+                (readyAtReturn, why) = Self.answersOrWhy()
             }
-            #expect(readyAtReturn, "\(name): `systemctl restart` returned before ferryd answered")
-            Self.note(line + "; answering when systemctl returned: \(readyAtReturn ? "yes" : "no")")
+            #expect(readyAtReturn, "\(name): `systemctl restart` returned before ferryd answered: \(why)")
+            Self.note(line + "; answering when systemctl returned: \(readyAtReturn ? "yes" : "no \(why)")")
         }
         for index in 1...Self.rounds {
             let name = "sigkill-\(index)"
