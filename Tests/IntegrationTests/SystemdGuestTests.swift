@@ -93,13 +93,16 @@ import Testing
     /// Returns the round's figure line.
     static func round(_ name: String, readers: GuestReaders, base: String, _ disrupt: () throws -> Void) throws -> String {
         let mount = try mountpoint("mnt-\(name)")
-        try sh("ferry mount \(image) \(mount)")
+        // Page by page (kernel readahead 0): a pass of the fresh mount is hundreds of requests to
+        // ferryd, so some are in its hands or queued whenever the disruption lands.
+        try sh("ferry mount \(image) \(mount) --kernel-readahead-kb 0")
         let before = mainPID()
         readers.read([mount, base], phase: name)
         try wait("the readers to reach \(mount)", timeout: 120) { readers.hasStartedReading(mount) }
         let start = GuestReaders.now
         try disrupt()
         let command = seconds(since: start)
+        let waitingAfter = readers.oldestReadInProgress
         try waitForSuccessor(of: before)
         let back = seconds(since: start)
         try wait("the readers to finish a pass of \(mount) after \(name)", timeout: 300) { readers.passes(mount) >= 1 }
@@ -109,7 +112,7 @@ import Testing
         let tally = readers.tally(name)
         try unmount(mount, readers: readers, keep: [base], phase: name)
         return "\(name): command returned after \(format(command)) s, new ferryd answering (seen by polling) after \(format(back)) s, "
-            + "readers' pass of the fresh mount done after \(format(done)) s; "
+            + "readers' pass of the fresh mount done after \(format(done)) s; a read waiting when the command returned: \(waitingAfter > 0 ? "yes (\(format(waitingAfter)) s so far)" : "no"); "
             + "longest read \(format(tally.longestStall)) s, files with a read of 1 s or more \(tally.slowFiles); files \(tally.files), wrong bytes \(tally.wrongBytes), failed reads \(tally.failedReads)"
     }
 
@@ -233,7 +236,7 @@ import Testing
     /// Records what readers see; what must hold is Kernel-Notes/failover.md's `systemctl stop` row.
     func stopAndStart(readers: GuestReaders, base: String) throws {
         let mount = try Self.mountpoint("mnt-stop")
-        try Self.sh("ferry mount \(Self.image) \(mount)")
+        try Self.sh("ferry mount \(Self.image) \(mount) --kernel-readahead-kb 0")
         readers.read([mount, base], phase: "stopped")
         try Self.wait("the readers to reach \(mount)", timeout: 120) { readers.hasStartedReading(mount) }
         var start = GuestReaders.now
