@@ -13,7 +13,7 @@ import Testing
     static let tools = RichImage.tools + ["qemu-system-x86_64", "mkfs.ext4", "/lib/systemd/systemd"]
 
     /// A small image the readers go through many times under TCG: 12 files, 1.5 MB — four of
-    /// 256 KiB of random bytes (incompressible, 4 chunks each), four of 128 KiB of text, four
+    /// 256 KiB of random bytes (incompressible, 16 chunks each at 16 KiB), four of 128 KiB of text, four
     /// small ones, in two layers. Returns the reference tree (`umoci unpack`).
     static func makeImage(in fixture: String) throws -> String {
         try FileManager.default.createDirectory(atPath: fixture, withIntermediateDirectories: true)
@@ -48,7 +48,7 @@ import Testing
         let ws = try Workspace("systemd-vm")
         let fixture = ws.sub("fixture")
         let reference = try Self.makeImage(in: fixture)
-        try Shell.check([Build.ferry, "convert", "oci:\(fixture)/source:t", "oci:\(fixture)/conv:t", "--chunk-size", "64KiB"])
+        try Shell.check([Build.ferry, "convert", "oci:\(fixture)/source:t", "oci:\(fixture)/conv:t", "--chunk-size", "16KiB"])
         try Shell.check(["chmod", "-R", "a+rX", ws.path])
         let out = ws.sub("vm-out")
         let started = Date()
