@@ -311,7 +311,13 @@ public final class FerryDaemon: Sendable {
                 _ = try await mountSyscalls.run { try backend.attach(image, mount: request) }
                 state.withLock { $0.mounts[entry.mountpoint] = MountEntry(imageID: image.id, domainID: entry.domain, phase: .mounted) }
                 logger.notice("re-attached mount of a previous ferryd", metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
-                if (backend as? any DetectsLostKernelState)?.startedAfresh == true {
+                if let lost = backend as? any DetectsLostKernelState, lost.startedAfresh, lost.lostKernelState == .mountsAreDead {
+                    logger.critical("""
+                        the cachefiles cache of the previous ferryd was withdrawn (every holder of its /dev/cachefiles descriptor \
+                        ended: under systemd before 254, `systemctl stop ferryd` empties the descriptor store): this mount fails \
+                        every read with EIO until it is unmounted and mounted again (restart its containers)
+                        """, metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
+                } else if (backend as? any DetectsLostKernelState)?.startedAfresh == true {
                     // Marked again by `attach`; what readers got meanwhile may sit in the page cache.
                     let dropped = try await mountSyscalls.run { PageCache.dropCachedPages(under: entry.mountpoint) }
                     logger.critical("""

@@ -47,8 +47,20 @@ public protocol KernelBackend: AnyObject, Sendable {
 /// cache keeps them.
 public protocol DetectsLostKernelState: KernelBackend {
     /// True when this backend started with new kernel state although mounts of a previous
-    /// ferryd may still exist (it found no group to take over).
+    /// ferryd may still exist (it found no group or device to take over).
     var startedAfresh: Bool { get }
+    /// What lost kernel state does to a previous ferryd's mounts.
+    var lostKernelState: LostKernelState { get }
+}
+
+/// What a previous ferryd's mounts went through when its kernel state ended with it.
+public enum LostKernelState: Sendable {
+    /// fanotify: the marks vanished, so reads of unfetched ranges got zeros; attaching marks again
+    /// guards the mount from now on.
+    case readsWereUnguarded
+    /// fscache: the cache was withdrawn with the last `/dev/cachefiles` descriptor; the mount's
+    /// superblock keeps the dead cache and fails every read with EIO until it is mounted again.
+    case mountsAreDead
 }
 
 /// One image the daemon serves: its bootstrap, chunk tables and the sources of its blobs.

@@ -90,6 +90,10 @@ ExecStart=/usr/local/bin/ferryd
 # The watchdog: ferryd pings every WatchdogSec/2 while its kernel event loop turns; a stuck loop
 # stops the pings and systemd restarts it (a watchdog timeout counts as a failure).
 WatchdogSec=30s
+# On a watchdog timeout systemd sends SIGABRT; a ferryd that cannot take it (stopped, or stuck in
+# the kernel) is SIGKILLed only after TimeoutAbortSec, by default TimeoutStopSec (30 s), while
+# readers wait: 10 s bounds that (measured under systemd 252: Kernel-Notes/failover.md).
+TimeoutAbortSec=10s
 # Crashes, SIGKILL and watchdog timeouts restart ferryd; a clean SIGTERM exit does not.
 Restart=on-failure
 # Readers of lazily mounted files block while no ferryd runs: restart at once.

@@ -142,6 +142,7 @@ extension DaemonAssembly {
                                    logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/cachefiles-device.sock"
         let device: CachefilesDevice
+        var startedAfresh = false
         if let stored = inherited.first(where: { $0.name == HandedOverDescriptor.cachefiles }) {
             device = CachefilesDevice(adopting: stored.fd)
             logger.notice("took over /dev/cachefiles from the service manager's descriptor store")
@@ -159,8 +160,10 @@ extension DaemonAssembly {
                     "fscache backend unavailable (needs /dev/cachefiles with CONFIG_CACHEFILES_ONDEMAND, and \(cache) on a filesystem with xattrs and direct I/O): \(error)")
             }
             if holdDeviceInProcess { try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket) }
+            startedAfresh = true
         }
-        return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, domainRecords: state + "/fscache-domains", logger: logger)
+        return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, startedAfresh: startedAfresh,
+                                  domainRecords: state + "/fscache-domains", logger: logger)
     }
 }
 

@@ -41,11 +41,61 @@ public enum Mount {
     /// whoever can write one of its directories, would redirect is refused with ELOOP. Mount on
     /// and unmount through `/proc/self/fd/<fd>` of it, and the kernel acts on the very directory
     /// that was checked.
+    ///
+    /// Where `openat2` fails with ENOSYS the path is walked instead, one component at a time
+    /// (`walkWithoutFollowing`). Seccomp filters that cannot look into `openat2`'s `struct
+    /// open_how` answer it that way so that callers fall back to `openat`: systemd's
+    /// `RestrictSUIDSGID=`, which ferryd.service sets (ferryd under systemd 252 could mount
+    /// nothing: SystemdGuestTests), as do container runtimes' default profiles; Linux before 5.6
+    /// has no `openat2` at all.
     public static func openMountpoint(_ path: String) throws -> FileDescriptor {
-        let fd = try retrying("open mountpoint \(path) (no symbolic links may be in it)") {
-            cferry_openat2(AT_FDCWD, path, UInt64(cferry_O_PATH | O_DIRECTORY | O_CLOEXEC), UInt64(RESOLVE_NO_SYMLINKS))
+        try openMountpoint(path) { path, flags, resolve in cferry_openat2(AT_FDCWD, path, flags, resolve) }
+    }
+
+    /// `openMountpoint` with the `openat2` call given (tests stand in a filtered one).
+    static func openMountpoint(_ path: String, openat2: (String, UInt64, UInt64) -> Int32) throws -> FileDescriptor {
+        let what = "open mountpoint \(path) (no symbolic links may be in it)"
+        do {
+            let fd = try retrying(what) { openat2(path, UInt64(cferry_O_PATH | O_DIRECTORY | O_CLOEXEC), UInt64(RESOLVE_NO_SYMLINKS)) }
+            return FileDescriptor(rawValue: fd, name: path)
+        } catch SystemError.syscall(_, errno: ENOSYS) {
+            return try walkWithoutFollowing(path, what: what)
         }
-        return FileDescriptor(rawValue: fd, name: path)
+    }
+
+    /// What `RESOLVE_NO_SYMLINKS` does, by hand: from `/`, each component is opened relative to
+    /// the previous one with `O_PATH | O_NOFOLLOW` (a symbolic link is then opened as itself, not
+    /// followed) and checked with `fstat`: a link fails with ELOOP, anything but a directory with
+    /// ENOTDIR. Mounts are crossed, as `openat2` without `RESOLVE_NO_XDEV` crosses them.
+    static func walkWithoutFollowing(_ path: String, what: String) throws -> FileDescriptor {
+        guard path.hasPrefix("/") else { throw SystemError.syscall(what, errno: EINVAL) }
+        let flags = cferry_O_PATH | O_NOFOLLOW | O_CLOEXEC
+        var current = FileDescriptor(rawValue: try retrying(what) { cferry_open("/", flags | O_DIRECTORY, 0) }, name: "/")
+        for component in path.split(separator: "/") where component != "." {
+            let name = String(component)
+            let next: FileDescriptor
+            do {
+                next = FileDescriptor(rawValue: try retrying(what) { cferry_openat(current.rawValue, name, flags, 0) }, name: path)
+            } catch {
+                try? current.close()
+                throw error
+            }
+            try? current.close()
+            current = next
+            var st = stat()
+            do {
+                _ = try retrying(what) { fstat(current.rawValue, &st) }
+            } catch {
+                try? current.close()
+                throw error
+            }
+            let type = st.st_mode & UInt32(S_IFMT)
+            if type != UInt32(S_IFDIR) {
+                try? current.close()
+                throw SystemError.syscall(what, errno: type == UInt32(S_IFLNK) ? ELOOP : ENOTDIR)
+            }
+        }
+        return current
     }
 
     /// Unmounts the mount at `path` (absolute) without following a symbolic link anywhere in it:

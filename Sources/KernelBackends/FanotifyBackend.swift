@@ -13,6 +13,7 @@ import Synchronization
 /// unfilled range.
 public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, ReportsHealth, EvictsCachedBlobs, DetectsLostKernelState {
     public let name = "fanotify"
+    public var lostKernelState: LostKernelState { .readsWereUnguarded }
     public let startedAfresh: Bool
     private let group: FanotifyGroup
     private let cacheDirectory: String

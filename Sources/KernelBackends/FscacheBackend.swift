@@ -16,7 +16,7 @@ import Synchronization
 /// Cookie keys: an image's primary cookie is its fsid (its bootstrap); a blob's is the 64-hex
 /// device-slot tag the converter wrote (its digest). Volume key: `erofs,<domain_id or fsid>`.
 /// See `Kernel-Notes/cachefiles-ondemand.md`.
-public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
+public final class FscacheBackend: KernelBackend, HandsOverDescriptors, DetectsLostKernelState {
     public let name = "fscache"
     private let device: CachefilesDevice
     private let ring: RingService
@@ -43,13 +43,20 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors {
     /// Messages that name keys not registered yet, held while a restarted ferryd re-attaches.
     private let parked = Mutex<[CachefilesMessage]?>(nil)
 
+    /// True when the device was opened and bound here rather than taken over: mounts a previous
+    /// ferryd left lost their cache with its device.
+    public let startedAfresh: Bool
+    public var lostKernelState: LostKernelState { .mountsAreDead }
+
     /// - Parameters:
     ///   - device: `/dev/cachefiles`, already bound (`bindOnDemand`) or taken over from a
     ///     previous ferryd (then `restore` is written when serving starts).
+    ///   - startedAfresh: the device was bound by this ferryd, not taken over.
     ///   - domainRecords: a directory for the chunk tables that shared domains use (see `attach`).
     public init(device: CachefilesDevice, store: ChunkStore?, gate: FetchGate, limits: FillLimits = FillLimits(),
-                domainRecords: String? = nil, logger: Logger) throws {
+                startedAfresh: Bool = false, domainRecords: String? = nil, logger: Logger) throws {
         self.device = device
+        self.startedAfresh = startedAfresh
         self.domainRecords = domainRecords
         self.ring = try RingService(entries: 64)
         self.store = store

@@ -1,5 +1,6 @@
-import FerrySystem
+// timespec's initializer is seen through CoreFoundation under MemberImportVisibility (a clean build failed without it).
 import CoreFoundation
+import FerrySystem
 import Foundation
 import Glibc
 
