@@ -50,19 +50,10 @@ final class ContainerdProcess {
                 bin_dir = "\(directory)/cni-bin"
                 conf_dir = "\(directory)/cni-conf"
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
-        process.arguments = ["--config", config]
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        for _ in 0..<600 {
-            if (try? ctr(["version"])) != nil { return }
-            if !process.isRunning { break }
-            usleep(50_000)
+        let socket = self.socket
+        guard try launchContainerd(process, config: config, logPath: logPath, answers: { (try? Shell.run(["ctr", "--address", socket, "version"]))?.status == 0 }) else {
+            throw Shell.Failure(command: "containerd", status: -1, output: String(self.log.suffix(3000)))
         }
-        throw Shell.Failure(command: "containerd", status: -1, output: String(self.log.suffix(3000)))
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -81,4 +72,22 @@ final class ContainerdProcess {
         stopProcess(process)
         _ = try? Shell.run(["pkill", "-f", "containerd-shim-runc-v2 -namespace \(namespace) -address \(socket)"])
     }
+}
+
+/// Starts `/usr/bin/containerd --config CONFIG` as `process`, its output in `logPath`, and waits
+/// up to 30 s for `answers()`; false when containerd exited or did not answer in time.
+func launchContainerd(_ process: Process, config: String, logPath: String, answers: () -> Bool) throws -> Bool {
+    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
+    process.arguments = ["--config", config]
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    process.standardOutput = log
+    process.standardError = log
+    try process.run()
+    for _ in 0..<600 {
+        if answers() { return true }
+        if !process.isRunning { return false }
+        usleep(50_000)
+    }
+    return false
 }

@@ -35,17 +35,9 @@ final class NativeContainerd: @unchecked Sendable {
             [ttrpc]
               address = "\(socket).ttrpc"
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
-        process.arguments = ["--config", config]
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        for _ in 0..<600 {
-            if (try? Shell.run(["ctr", "--address", socket, "version"]))?.status == 0 { return }
-            if !process.isRunning { break }
-            usleep(50_000)
+        let socket = self.socket
+        if try launchContainerd(process, config: config, logPath: logPath, answers: { (try? Shell.run(["ctr", "--address", socket, "version"]))?.status == 0 }) {
+            return
         }
         stopProcess(process)
         throw Shell.Failure(command: "containerd --config \(config)", status: -1,
