@@ -311,13 +311,15 @@ public final class FerryDaemon: Sendable {
                 _ = try await mountSyscalls.run { try backend.attach(image, mount: request) }
                 state.withLock { $0.mounts[entry.mountpoint] = MountEntry(imageID: image.id, domainID: entry.domain, phase: .mounted) }
                 logger.notice("re-attached mount of a previous ferryd", metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
-                if let lost = backend as? any DetectsLostKernelState, lost.startedAfresh, lost.lostKernelState == .mountsAreDead {
+                if let lost = backend as? any DetectsLostKernelState, lost.startedAfresh {
+                    switch lost.lostKernelState {
+                    case .mountsAreDead:
                     logger.critical("""
                         the cachefiles cache of the previous ferryd was withdrawn (every holder of its /dev/cachefiles descriptor \
                         ended: under systemd before 254, `systemctl stop ferryd` empties the descriptor store): this mount fails \
                         every read with EIO until it is unmounted and mounted again (restart its containers)
                         """, metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)"])
-                } else if (backend as? any DetectsLostKernelState)?.startedAfresh == true {
+                    case .readsWereUnguarded:
                     // Marked again by `attach`; what readers got meanwhile may sit in the page cache.
                     let dropped = try await mountSyscalls.run { PageCache.dropCachedPages(under: entry.mountpoint) }
                     logger.critical("""
@@ -326,6 +328,7 @@ public final class FerryDaemon: Sendable {
                         pages were dropped, so reads from now on are correct, but a program that read meanwhile may hold zeros \
                         (restart its containers)
                         """, metadata: ["at": "\(entry.mountpoint)", "image": "\(entry.reference)", "files dropped": "\(dropped)"])
+                    }
                 }
             } catch {
                 logger.error("cannot re-attach mount", metadata: ["at": "\(entry.mountpoint)", "error": "\(error)"])
