@@ -120,7 +120,7 @@ extension ControlHTTP {
     @discardableResult
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
                              admit: (@Sendable (_ remoteIP: String?) -> Bool)? = nil,
-                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
-        try HTTPListener.serve(listener: listener, limits: limits, admit: admit, handler: handler)
+                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) async throws -> HTTPListener {
+        try await HTTPListener.serve(listener: listener, limits: limits, admit: admit, handler: handler)
     }
 }

@@ -102,7 +102,7 @@ public final class FerryDaemon: Sendable {
         backend.endRestore()
         cache?.startPeriodic { [self] in pinnedContent() }
         let socket = try UnixSocket.listen(at: configuration.socketPath, permissions: 0o600)
-        let server = try ControlHTTP.serve(listener: socket, limits: .controlSocket) { [self] request in await handle(request) }
+        let server = try await ControlHTTP.serve(listener: socket, limits: .controlSocket) { [self] request in await handle(request) }
         listener.withLock { $0 = server }
         logger.info("ferryd ready", metadata: ["backend": "\(backend.name)", "socket": "\(configuration.socketPath)"])
     }

@@ -62,15 +62,14 @@ public final class HTTPListener: Sendable {
     /// refuses is closed before anything is read or sent.
     public static func serve(listener: FerrySystem.FileDescriptor, limits: HTTPServerLimits,
                              admit: (@Sendable (_ remoteIP: String?) -> Bool)? = nil,
-                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) throws -> HTTPListener {
-        let connections = ConnectionTable(limit: limits.maximumConnections, grace: limits.admissionGrace)
+                             handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) async throws -> HTTPListener {
+        let connections = ConnectionTable(limit: limits.maximumConnections, grace: limits.admissionGrace,
+                                          requestTimeout: limits.requestTimeout)
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             // Accept up to 64 connections per wake-up (NIO's default is 4): under a flood the
             // kernel's queue is drained before it fills (a Unix socket with a full queue refuses
             // a non-blocking connect at once: curl "Couldn't connect").
             .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
-            // NIO listens again on the socket it takes over, with this backlog (its default: 128).
-            .serverChannelOption(ChannelOptions.backlog, value: ChannelOptions.Types.BacklogOption.Value(UnixSocket.defaultBacklog))
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(AdmissionGate(connections: connections, limit: Int(UnixSocket.defaultBacklog)))
@@ -86,7 +85,17 @@ public final class HTTPListener: Sendable {
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: false)
-        let channel = try bootstrap.withBoundSocket(listener.rawValue).wait()
+        let channel = try await bootstrap.withBoundSocket(listener.rawValue).get()
+        // NIO listens again on a socket it takes over, with its default backlog of 128 and before
+        // any `ChannelOptions.backlog` applies (that option is read only when NIO binds itself):
+        // a Unix socket with 128 connections queued refuses a non-blocking connect at once (curl
+        // "Couldn't connect", seen under the hostile-client test). Restore the full depth.
+        do {
+            try UnixSocket.setBacklog(listener)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
         return HTTPListener(channel: channel)
     }
 }
@@ -96,19 +105,30 @@ public final class HTTPListener: Sendable {
 /// (an idle or slow client), so clients that ask and go — `ferry`, a health check, Prometheus —
 /// are served however many idle connections someone holds open. While no connection can make
 /// room (all are answering, or all are younger than the grace), newcomers wait (`AdmissionGate`).
+///
+/// The table also holds each connection's deadline (its request's end, then its answer's
+/// writing), and `closeExpired` — called a few times a second by the listener — closes those past
+/// it. One sweep per listener instead of a timer per connection: cancelling one of NIO's
+/// scheduled tasks searches the event loop's whole timer queue, so with thousands of connections
+/// open every close cost a scan of thousands (a fifth of ferryd's time under a flood of
+/// connect-and-reset clients, by `perf`).
 final class ConnectionTable: Sendable {
     private struct Entry {
         var channel: any Channel
         var opened: NIODeadline
         var busy: Bool
+        /// When the connection is closed unless it has ended by then (nil: the handler is working).
+        var deadline: NIODeadline?
     }
     private let limit: Int
     private let grace: TimeAmount
+    private let requestTimeout: TimeAmount
     private let entries = Mutex([ObjectIdentifier: Entry]())
 
-    init(limit: Int, grace: TimeAmount) {
+    init(limit: Int, grace: TimeAmount, requestTimeout: TimeAmount = .hours(1)) {
         self.limit = limit
         self.grace = grace
+        self.requestTimeout = requestTimeout
     }
 
     /// Admits `channel` if there is room or room can be made by closing an old waiting
@@ -125,7 +145,7 @@ final class ConnectionTable: Sendable {
                 entries.removeValue(forKey: oldest.key)
                 victim = oldest.value.channel
             }
-            entries[ObjectIdentifier(channel)] = Entry(channel: channel, opened: now, busy: false)
+            entries[ObjectIdentifier(channel)] = Entry(channel: channel, opened: now, busy: false, deadline: now + requestTimeout)
             return .some(victim)
         }
         guard let evicted else { return false }
@@ -133,9 +153,35 @@ final class ConnectionTable: Sendable {
         return true
     }
 
-    /// The connection's request is complete and being answered: never evicted from now on.
+    /// The connection's request is complete and being answered: never evicted from now on, and
+    /// without a deadline while the handler works (a mount may download a large bootstrap).
     func markBusy(_ channel: any Channel) {
-        entries.withLock { $0[ObjectIdentifier(channel)]?.busy = true }
+        entries.withLock { entries in
+            entries[ObjectIdentifier(channel)]?.busy = true
+            entries[ObjectIdentifier(channel)]?.deadline = nil
+        }
+    }
+
+    /// The answer is being written: the connection is closed if that has not ended by `deadline`.
+    func writing(_ channel: any Channel, deadline: NIODeadline) {
+        entries.withLock { $0[ObjectIdentifier(channel)]?.deadline = deadline }
+    }
+
+    /// Closes (and forgets) every connection past its deadline; returns how many.
+    @discardableResult
+    func closeExpired(now: NIODeadline = .now()) -> Int {
+        let expired = entries.withLock { entries -> [any Channel] in
+            var expired: [any Channel] = []
+            for (key, entry) in entries {
+                if let deadline = entry.deadline, deadline <= now {
+                    expired.append(entry.channel)
+                    entries.removeValue(forKey: key)
+                }
+            }
+            return expired
+        }
+        for channel in expired { channel.close(promise: nil) }
+        return expired.count
     }
 
     func remove(_ channel: any Channel) {
@@ -158,10 +204,26 @@ final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
     // Touched only on the listening channel's event loop.
     private var waiting: [any Channel] = []
     private var retry: Scheduled<Void>?
+    private var sweep: RepeatedTask?
+
+    /// How often connections past their deadline are looked for (deadlines are seconds long).
+    static let sweepInterval = TimeAmount.milliseconds(200)
 
     init(connections: ConnectionTable, limit: Int) {
         self.connections = connections
         self.limit = limit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let connections = self.connections
+        sweep = context.eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) { _ in
+            connections.closeExpired()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        sweep?.cancel()
+        sweep = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -198,6 +260,8 @@ final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         retry?.cancel()
         retry = nil
+        sweep?.cancel()
+        sweep = nil
         for child in waiting { child.close(promise: nil) }
         waiting = []
         context.fireChannelInactive()
@@ -206,7 +270,7 @@ final class AdmissionGate: ChannelInboundHandler, @unchecked Sendable {
 
 /// Gathers one request (head and a bounded body), hands it to the async handler, writes the
 /// response and closes. A request that is not complete within the request timeout, or a body
-/// over the limit, ends the connection.
+/// over the limit, ends the connection (the deadlines are kept and enforced by `ConnectionTable`).
 final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -218,28 +282,11 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var answered = false
-    private var deadline: Scheduled<Void>?
 
     init(limits: HTTPServerLimits, connections: ConnectionTable, handler: @escaping @Sendable (ControlRequest) async -> ControlResponse) {
         self.limits = limits
         self.connections = connections
         self.handler = handler
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        // Until the request is complete; the handler then takes as long as it needs (a mount may
-        // download a large bootstrap), and writing the answer has a deadline of its own.
-        deadline = closing(context.channel, after: limits.requestTimeout)
-        context.fireChannelActive()
-    }
-
-    private func closing(_ channel: any Channel, after delay: TimeAmount) -> Scheduled<Void> {
-        channel.eventLoop.scheduleTask(in: delay) { channel.close(promise: nil) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -261,14 +308,17 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let head else { return }
             answered = true
-            deadline?.cancel()
-            deadline = nil
             connections.markBusy(context.channel)
             let request = Self.request(from: head, body: body)
             let handler = self.handler
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
+            let channel = context.channel
             Task {
+                // A GET whose client has gone (asked and hung up) is not worth answering: a flood
+                // of `GET /metrics` + close otherwise renders the metrics for nobody, again and
+                // again. Requests that change something are carried out whoever waits.
+                if request.method == "GET" && !channel.isActive { return }
                 let response = await handler(request)
                 loop.execute {
                     let (this, context) = bound.value
@@ -289,8 +339,7 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func write(context: ChannelHandlerContext, _ response: ControlResponse) {
         guard context.channel.isActive else { return }
-        deadline?.cancel()
-        deadline = closing(context.channel, after: limits.writeTimeout)
+        connections.writing(context.channel, deadline: .now() + limits.writeTimeout)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(response.body.count))

@@ -16,7 +16,7 @@ public enum DaemonAssembly {
     ///     group between ferryd processes; under systemd its descriptor store does (a holder
     ///     would die with the service's cgroup anyway).
     public static func make(configuration: DaemonConfiguration, logger: Logger, inherited: [(name: String, fd: FileDescriptor)] = [],
-                     holdGroupInProcess: Bool = true) throws -> FerryDaemon {
+                     holdGroupInProcess: Bool = true) async throws -> FerryDaemon {
         let state = configuration.stateDirectory
         try prepareStateDirectory(state)
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
@@ -43,7 +43,7 @@ public enum DaemonAssembly {
                                     logger: logger)
         var extraMetrics: [@Sendable (inout MetricsWriter) -> Void] = []
         if proxy != nil { extraMetrics.append { writeProxyMetrics(client.blobProxyStatistics, into: &$0) } }
-        let peers = try makePeerNetwork(configuration, store: store, logger: logger)
+        let peers = try await makePeerNetwork(configuration, store: store, logger: logger)
         if let peers { extraMetrics.append { peers.writeMetrics(into: &$0) } }
         let resolution = ImageResolution(client: client, peers: peers)
         let resolver: ImageResolver = { reference, state in try await resolution.resolve(reference, stateDirectory: state) }
@@ -59,7 +59,7 @@ public enum DaemonAssembly {
 
     /// Peer sharing, when configured: the peer set, the libcurl transport, and the server on
     /// `peer_listen` (started here, so peers can reach this node as soon as it runs).
-    static func makePeerNetwork(_ configuration: DaemonConfiguration, store: ChunkStore?, logger: Logger) throws -> PeerNetwork? {
+    static func makePeerNetwork(_ configuration: DaemonConfiguration, store: ChunkStore?, logger: Logger) async throws -> PeerNetwork? {
         guard configuration.peerSharing else { return nil }
         guard let store else {
             throw DaemonError.configuration("peer sharing needs the chunk store (peers are served from it): set \"chunk_store\": true")
@@ -74,7 +74,7 @@ public enum DaemonAssembly {
         let network = PeerNetwork(peers: set, transport: CurlPeerTransport(client: PeerHTTPClient(sourceAddress: source)), store: store,
                                   options: options, logger: logger)
         if let listen = configuration.peerListen {
-            try network.startServer(listen: listen)
+            try await network.startServer(listen: listen)
         } else {
             network.startHealthChecks()
         }
@@ -204,13 +204,13 @@ enum BackendChoice {
 
 /// `--metrics-listen HOST:PORT`: the control API's `/metrics` (and nothing else) over TCP.
 public enum MetricsListener {
-    public static func start(_ address: String, daemon: FerryDaemon, logger: Logger) throws {
+    public static func start(_ address: String, daemon: FerryDaemon, logger: Logger) async throws {
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw DaemonError.configuration("metrics_listen \"\(address)\" is not HOST:PORT (e.g. 127.0.0.1:9797)")
         }
         let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let (socket, bound) = try TCPSocket.listen(host: host, port: port)
-        try ControlHTTP.serve(listener: socket, limits: .networkPort) { request in
+        try await ControlHTTP.serve(listener: socket, limits: .networkPort) { request in
             guard request.method == "GET", request.path == "/metrics" else {
                 return .error("only GET /metrics is served here", status: 404)
             }

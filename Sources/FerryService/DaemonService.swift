@@ -24,7 +24,7 @@ public enum DaemonService {
         // Descriptors a service manager passed back (its store), and the link to it, if any.
         let inherited = SystemdListenDescriptors.take()
         let systemd = SystemdService.fromEnvironment(logger: logger)
-        let daemon = try DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
+        let daemon = try await DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
                                              holdGroupInProcess: !systemd.isActive)
         try await daemon.start()
         var services: [any Service] = [KernelBackendService(daemon: daemon)]
@@ -35,7 +35,7 @@ public enum DaemonService {
             logger.info("containerd snapshotter listening", metadata: ["socket": "\(socket)"])
             services.append(SnapshotterService(server: server))
         }
-        if let address = configuration.metricsListen { try MetricsListener.start(address, daemon: daemon, logger: logger) }
+        if let address = configuration.metricsListen { try await MetricsListener.start(address, daemon: daemon, logger: logger) }
         // The backend is bound and the sockets listen: hand the kernel descriptors to the store
         // first (a crash right after READY keeps them), then READY=1.
         systemd.storeDescriptors(of: daemon.backend)

@@ -29,6 +29,13 @@ public enum UnixSocket {
         }
     }
 
+    /// Sets the listen backlog of `socket`, which already listens (any stream socket, Unix or
+    /// TCP): listening again changes only the queue's depth. Needed where a library listens again
+    /// on a socket it takes over, with a backlog of its own. The corresponding C function is `listen`.
+    public static func setBacklog(_ socket: FileDescriptor, to backlog: Int32 = defaultBacklog) throws {
+        _ = try retrying("listen \(socket.name)") { CFerry.listen(socket.rawValue, backlog) }
+    }
+
     /// Accepts one connection. The corresponding C function is `accept`.
     public static func accept(_ listener: FileDescriptor) throws -> FileDescriptor {
         let fd = try retrying("accept \(listener.name)") { CFerry.accept(listener.rawValue, nil, nil) }

@@ -19,7 +19,7 @@ extension PeerNetwork {
     /// Listens on `address` ("host:port", IPv4 or bracketed IPv6 literal; port 0 picks one) and
     /// serves peers (SwiftNIO, no request bodies, bounded connections). Returns the bound port.
     @discardableResult
-    public func startServer(listen address: String) throws -> UInt16 {
+    public func startServer(listen address: String) async throws -> UInt16 {
         guard let (host, port) = Self.split(address) else {
             throw DaemonError.configuration("peer_listen \"\(address)\" is not host:port with a numeric address")
         }
@@ -27,7 +27,7 @@ extension PeerNetwork {
         let limiter = PeerServeLimiter(concurrency: options.serveConcurrency, bytesPerSecond: options.serveRateLimit,
                                        missesPerSecond: options.missesPerSecond)
         let peers = self.peers, metrics = self.metrics
-        try ControlHTTP.serve(listener: listener, limits: .networkPort, admit: { remote in
+        try await ControlHTTP.serve(listener: listener, limits: .networkPort, admit: { remote in
             // Only the configured peers (this node's own address among them) are served: a
             // connection from any other address is closed unanswered.
             guard let ip = remote, peers.admits(address: ip) else {

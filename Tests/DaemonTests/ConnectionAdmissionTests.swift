@@ -39,6 +39,29 @@ import Testing
         #expect(table.admit(b, now: start + .seconds(61)))
     }
 
+    /// Deadlines: a connection that has not sent its request within the request timeout is
+    /// closed by the sweep; one being answered is not, however long its handler takes; one whose
+    /// answer is being written is closed once the write deadline has passed.
+    @Test func theSweepClosesOnlyConnectionsPastTheirDeadline() throws {
+        let table = ConnectionTable(limit: 8, grace: .milliseconds(500), requestTimeout: .seconds(10))
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let idle = EmbeddedChannel(), answering = EmbeddedChannel(), writing = EmbeddedChannel()
+        for channel in [idle, answering, writing] {
+            try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+            #expect(table.admit(channel, now: start))
+        }
+        table.markBusy(answering)
+        table.markBusy(writing)
+        #expect(table.closeExpired(now: start + .seconds(9)) == 0)
+        #expect(idle.isActive)
+        #expect(table.closeExpired(now: start + .seconds(10)) == 1)
+        #expect(!idle.isActive && answering.isActive && writing.isActive)
+        table.writing(writing, deadline: start + .seconds(20))
+        #expect(table.closeExpired(now: start + .seconds(3600)) == 1)
+        #expect(!writing.isActive)
+        #expect(answering.isActive, "a handler may take as long as it needs")
+    }
+
     /// A flood of idle connections beyond the limit: they queue (nothing is refused), and a
     /// client behind them is answered once old idle connections have made room. The idle
     /// connections' request timeout is an hour, so only admission can let the client in. The
@@ -50,7 +73,7 @@ import Testing
         let listener = try UnixSocket.listen(at: path)
         defer { unlink(path) }
         let limits = HTTPServerLimits(maximumConnections: 8, maximumBodyBytes: 0, requestTimeout: .hours(1), admissionGrace: .milliseconds(200))
-        let server = try ControlHTTP.serve(listener: listener, limits: limits) { _ in .json(["ok": true]) }
+        let server = try await ControlHTTP.serve(listener: listener, limits: limits) { _ in .json(["ok": true]) }
         defer { server.close() }
         var idle: [FerrySystem.FileDescriptor] = []
         for _ in 0..<40 { idle.append(try UnixSocket.connect(to: path)) }

@@ -62,8 +62,8 @@ import Testing
         #expect(healthStats.count > 0 && healthStats.failures == 0, "GET /health failed \(healthStats.failures) of \(healthStats.count): \(healthStats.failureReasons)")
         #expect(peakKiB > 0 && peakKiB < 512 * 1024, "peak RSS \(peakKiB) KiB")
         // Still answering afterwards, on every port.
-        #expect(try Shell.run(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:\(metricsPort)/metrics"]).status == 0)
-        #expect(try Shell.run(["curl", "-sf", "--max-time", "5", "--unix-socket", socket, "http://ferryd/health"]).status == 0)
+        #expect(try Shell.run(["curl", "-sf", "--max-time", "30", "http://127.0.0.1:\(metricsPort)/metrics"]).status == 0)
+        #expect(try Shell.run(["curl", "-sf", "--max-time", "30", "--unix-socket", socket, "http://ferryd/health"]).status == 0)
     }
 
     /// The peer port serves only the addresses in the peer list: a connection from any other
