@@ -300,10 +300,15 @@ public final class FerryDaemon: Sendable {
                             metadata: ["file": "\(registrationsPath)", "kept_as": "\(kept)", "error": "\(error)"])
             return
         }
-        let mounted = Set(((try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            return fields.count > 2 && fields[2] == "erofs" ? String(fields[1]) : nil
-        })
+        // The whole table (Foundation's file reading stops after procfs's first page).
+        let mounted: Set<String>
+        do {
+            mounted = try MountTable.current().mountpoints(ofType: "erofs")
+        } catch {
+            logger.critical("cannot read the mount table; mounts made by an earlier ferryd are not served again (unmount and mount them)",
+                            metadata: ["error": "\(error)"])
+            return
+        }
         for entry in entries where mounted.contains(entry.mountpoint) {
             do {
                 let image = try await registeredImage(entry.reference)

@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -84,7 +85,7 @@ import Testing
         let written = try containerd.ctr(["run", "--rm", "--snapshotter", "ferry", ferryRef, "writer",
                                           "/bin/sh", "-c", "echo scribble > /greeting && cat /greeting"])
         #expect(written == "scribble\n")
-        let lazyMounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+        let lazyMounts = try readWholeFile("/proc/self/mounts").split(separator: "\n")
             .filter { $0.contains(daemon.stateDirectory + "/snapshotter/lazy/") }
         #expect(lazyMounts.count == 1, "one lazy mount: \(lazyMounts)")
         if let lazy = lazyMounts.first?.split(separator: " ").dropFirst().first {
@@ -104,7 +105,7 @@ import Testing
             usleep(200_000)
         }
         #expect(remaining.isEmpty, "snapshots left after GC: \(remaining)")
-        let mountsAfter = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mountsAfter = try readWholeFile("/proc/self/mounts")
         #expect(!mountsAfter.contains(daemon.stateDirectory + "/snapshotter/"), "mounts left:\n\(mountsAfter)")
         let rows = try Shell.check(["python3", "-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from snapshot').fetchone()[0])",
                                     daemon.stateDirectory + "/snapshotter/metadata.db"])
@@ -176,7 +177,7 @@ import Testing
         #expect(corrupt?.code == .failedPrecondition && corrupt?.message.contains(hex) == true, "\(String(describing: corrupt))")
         #expect(try await api.status { try await $0.stat(key: "sha256:" + String(repeating: "c", count: 64)) } == .notFound,
                 "no snapshot recorded for the refused layer")
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mounts = try readWholeFile("/proc/self/mounts")
         #expect(!mounts.contains(daemon.stateDirectory), "nothing stays mounted:\n\(mounts)")
         // Still serving.
         #expect(try await api.status { try await $0.stat(key: "dup") } == nil)

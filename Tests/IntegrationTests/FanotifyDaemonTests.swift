@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Testing
 
@@ -38,7 +39,7 @@ import Testing
         let out = try daemon.ferry(["mount", reference, mnt])
         #expect(out.contains("backend fanotify"))
         defer { _ = try? daemon.ferry(["umount", mnt]) }
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mounts = try readWholeFile("/proc/self/mounts")
         #expect(mounts.split(separator: "\n").contains { $0.contains(" \(mnt) erofs ") }, "an EROFS mount, no FUSE")
         let diff = try TreeDiff.differences(expected: image.reference, actual: mnt)
         #expect(diff.isEmpty, "ferryd mount differs from umoci unpack:\n\(diff.joined(separator: "\n"))\n\(daemon.log.suffix(3000))")
@@ -52,7 +53,7 @@ import Testing
         let ws = try Workspace("fan-nosuid")
         let (_, reference, _, registry) = try Self.converted(ws)
         func mountOptions(_ mnt: String) throws -> [String] {
-            let line = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+            let line = try readWholeFile("/proc/self/mounts").split(separator: "\n")
                 .first { $0.split(separator: " ").dropFirst().first.map(String.init) == mnt }
             return line.map { $0.split(separator: " ")[3].split(separator: ",").map(String.init) } ?? []
         }
@@ -125,7 +126,7 @@ import Testing
         try FileManager.default.createSymbolicLink(atPath: ws.sub("link"), withDestinationPath: real)
         let refused = try Shell.run([Build.ferry, "mount", reference, ws.sub("link") + "/mnt", "--socket", daemon.socket])
         #expect(refused.status != 0 && refused.stderr.contains("symbolic link"), "\(refused.stdout)\(refused.stderr)")
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mounts = try readWholeFile("/proc/self/mounts")
         #expect(!mounts.contains(real), "nothing was mounted through the link")
 
         // Mounted at the real path, it cannot be unmounted through the link either.
@@ -133,7 +134,7 @@ import Testing
         defer { _ = try? daemon.ferry(["umount", real + "/mnt"]) }
         let viaLink = try Shell.run([Build.ferry, "umount", ws.sub("link") + "/mnt", "--socket", daemon.socket])
         #expect(viaLink.status != 0)
-        #expect(try String(contentsOfFile: "/proc/mounts", encoding: .utf8).contains(" \(real)/mnt erofs "))
+        #expect(try readWholeFile("/proc/self/mounts").contains(" \(real)/mnt erofs "))
     }
 
     @Test func readingOneFileFetchesOnlyItsChunks() throws {
@@ -210,7 +211,7 @@ import Testing
         let mnt3 = try Self.mountpoint(ws, "mnt3")
         let bad = try Shell.run([Build.ferry, "mount", reference, mnt3, "--kernel-readahead-kb", "2000000", "--socket", daemon.socket])
         #expect(bad.status != 0 && bad.stderr.contains("kernel_readahead_kb 2000000"), "got \(bad.status): \(bad.stderr)")
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mounts = try readWholeFile("/proc/self/mounts")
         #expect(!mounts.contains(" \(mnt3) "), "nothing is mounted at \(mnt3)")
     }
 

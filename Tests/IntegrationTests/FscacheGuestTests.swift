@@ -168,7 +168,7 @@ import Testing
         let mntA = try Self.mountpoint("mnt-a")
         let mountOutput = try daemon.ferry("mount \(Self.reference("a")) \(mntA)")
         #expect(mountOutput.contains("backend fscache"), "\(mountOutput)")
-        let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        let mounts = try readWholeFile("/proc/self/mounts")
         let line = mounts.split(separator: "\n").first { $0.contains(" \(mntA) ") }.map(String.init) ?? ""
         #expect(line.contains(" erofs ") && line.contains("fsid=ferry-"), "EROFS over fscache, no FUSE: \(line)")
         #expect(try daemon.fetched(Self.reference("a")) == 0, "nothing fetched at mount time")
@@ -240,7 +240,7 @@ import Testing
             #expect(verdict == "ok\n", "round \(round) (SIG\(signal)): readers got \(verdict)\n\(daemon.logText.suffix(2000))")
             stalls.append(String(format: "%.1f", Date().timeIntervalSince(t0)))
         }
-        #expect(try String(contentsOfFile: "/proc/mounts", encoding: .utf8).contains("\(Self.work)/mnt-r0 "), "mounts stay mounted")
+        #expect(try readWholeFile("/proc/self/mounts").contains("\(Self.work)/mnt-r0 "), "mounts stay mounted")
         Self.note("restarts: 10 SIGKILL + 10 SIGTERM under readers, all bytes right; seconds from restart to readers done: \(stalls.joined(separator: " "))")
         for round in 0..<20 { _ = try? daemon.ferry("umount \(Self.work)/mnt-r\(round)") }
 
@@ -254,7 +254,7 @@ import Testing
         let mntDA = try Self.mountpoint("mnt-da"), mntDB = try Self.mountpoint("mnt-db")
         try two.ferry("mount \(Self.reference("a")) \(mntDA) --domain ferrytest")
         try two.ferry("mount \(Self.reference("b")) \(mntDB) --domain ferrytest")
-        let line2 = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n").first { $0.contains(" \(mntDB) ") } ?? ""
+        let line2 = try readWholeFile("/proc/self/mounts").split(separator: "\n").first { $0.contains(" \(mntDB) ") } ?? ""
         #expect(line2.contains("domain_id=ferrytest"), "\(line2)")
         let diffDA = try Self.tarCompare(expected: refA, actual: mntDA)
         #expect(diffDA.isEmpty, "\(diffDA)")

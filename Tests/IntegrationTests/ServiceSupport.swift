@@ -229,7 +229,7 @@ final class ContinuousReaders: @unchecked Sendable {
 
 /// The mount ID of `mountpoint` in /proc/self/mountinfo (changes if it is ever unmounted and mounted again).
 func mountID(of mountpoint: String) -> String? {
-    let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    let info = (try? readWholeFile("/proc/self/mountinfo")) ?? ""
     return info.split(separator: "\n").first { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mountpoint }
         .flatMap { $0.split(separator: " ").first.map(String.init) }
 }

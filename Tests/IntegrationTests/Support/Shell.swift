@@ -1,3 +1,4 @@
+import FerrySystem
 import Foundation
 import Testing
 
@@ -87,7 +88,7 @@ final class Workspace {
 
     deinit {
         // Lazy-unmount whatever a failed test left mounted below us, deepest first.
-        if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) {
+        if let mounts = try? readWholeFile("/proc/self/mounts") {
             for line in mounts.split(separator: "\n").reversed() {
                 let fields = line.split(separator: " ")
                 if fields.count > 1, fields[1].hasPrefix(path) { _ = try? Shell.run(["umount", "-l", String(fields[1])]) }
