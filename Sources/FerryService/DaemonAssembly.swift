@@ -12,11 +12,13 @@ import Registry
 public enum DaemonAssembly {
     /// - Parameters:
     ///   - inherited: descriptors passed by the service manager (`LISTEN_FDNAMES` names).
-    ///   - holdGroupInProcess: without a service manager, a holder process keeps the fanotify
-    ///     group between ferryd processes; under systemd its descriptor store does (a holder
-    ///     would die with the service's cgroup anyway).
+    ///   - underServiceManager: whether a service manager (systemd) runs ferryd. Either way a
+    ///     holder process keeps the backend's kernel descriptor (the fanotify group, or
+    ///     `/dev/cachefiles`) while no ferryd runs: without one, a child that leaves ferryd's
+    ///     session; under systemd, whose descriptor store covers restarts and crashes but is
+    ///     emptied by `systemctl stop` before systemd 254, a transient unit of its own.
     public static func make(configuration: DaemonConfiguration, logger: Logger, inherited: [(name: String, fd: FileDescriptor)] = [],
-                     holdGroupInProcess: Bool = true) async throws -> FerryDaemon {
+                     underServiceManager: Bool = false) async throws -> FerryDaemon {
         let state = configuration.stateDirectory
         try prepareStateDirectory(state)
         let store = configuration.chunkStore ? try ChunkStore(directory: state + "/store") : nil
@@ -27,12 +29,13 @@ public enum DaemonAssembly {
         case .fanotify:
             metrics = DaemonMetrics(backend: "fanotify")
             backend = try makeFanotifyBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits, metrics: metrics,
-                                              inherited: inherited, holdGroupInProcess: holdGroupInProcess,
+                                              inherited: inherited, holder: holderLaunch(kind: "fanotify", state: state, underServiceManager: underServiceManager),
                                               journaling: configuration.fanotifyInflightJournal, logger: logger)
         case .fscache:
             metrics = DaemonMetrics(backend: "fscache")
             backend = try makeFscacheBackend(state: state, store: store, gate: gate, limits: configuration.fillLimits,
-                                             inherited: inherited, holdDeviceInProcess: holdGroupInProcess, logger: logger)
+                                             inherited: inherited, holder: holderLaunch(kind: "cachefiles", state: state, underServiceManager: underServiceManager),
+                                             logger: logger)
         }
         let proxy = configuration.proxy.map { url in
             BlobProxyOptions(url: url, headers: configuration.proxyHeaders ?? BlobProxyOptions.dragonflyHeaders,
@@ -102,7 +105,7 @@ func writeProxyMetrics(_ statistics: BlobProxyStatistics?, into out: inout Metri
 
 extension DaemonAssembly {
     static func makeFanotifyBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits, metrics: DaemonMetrics,
-                                    inherited: [(name: String, fd: FileDescriptor)], holdGroupInProcess: Bool, journaling: Bool,
+                                    inherited: [(name: String, fd: FileDescriptor)], holder: FanotifyGroupHolder.Launch, journaling: Bool,
                                     logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/fanotify-group.sock"
         let journalPath = state + "/fanotify-inflight"
@@ -128,7 +131,7 @@ extension DaemonAssembly {
             } catch {
                 throw DaemonError.backendUnavailable("fanotify backend unavailable (needs Linux ≥ 6.14 with CONFIG_FANOTIFY_ACCESS_PERMISSIONS): \(error)")
             }
-            if holdGroupInProcess { try FanotifyGroupHolder.startHolder(for: group, socketPath: holderSocket) }
+            try startHolder(holding: group.descriptor, socketPath: holderSocket, launch: holder, logger: logger)
         }
         let journal = journaling ? try InflightJournal(path: journalPath) : nil
         return try FanotifyBackend(group: group, cacheDirectory: state + "/cache", store: store, gate: gate, limits: limits,
@@ -138,7 +141,7 @@ extension DaemonAssembly {
     /// `/dev/cachefiles`, bound to `<state>/fscache` with tag `ferry`, or the device a previous
     /// ferryd left with the holder process (then `restore` re-sends what it had not answered).
     static func makeFscacheBackend(state: String, store: ChunkStore?, gate: FetchGate, limits: FillLimits,
-                                   inherited: [(name: String, fd: FileDescriptor)], holdDeviceInProcess: Bool,
+                                   inherited: [(name: String, fd: FileDescriptor)], holder: FanotifyGroupHolder.Launch,
                                    logger: Logger) throws -> any KernelBackend {
         let holderSocket = state + "/cachefiles-device.sock"
         let device: CachefilesDevice
@@ -159,7 +162,7 @@ extension DaemonAssembly {
                 throw DaemonError.backendUnavailable(
                     "fscache backend unavailable (needs /dev/cachefiles with CONFIG_CACHEFILES_ONDEMAND, and \(cache) on a filesystem with xattrs and direct I/O): \(error)")
             }
-            if holdDeviceInProcess { try FanotifyGroupHolder.startHolder(holding: device.descriptor, socketPath: holderSocket) }
+            try startHolder(holding: device.descriptor, socketPath: holderSocket, launch: holder, logger: logger)
             startedAfresh = true
         }
         return try FscacheBackend(device: device, store: store, gate: gate, limits: limits, startedAfresh: startedAfresh,
@@ -168,6 +171,37 @@ extension DaemonAssembly {
 }
 
 extension DaemonAssembly {
+    /// How the holder of a fresh kernel descriptor starts: a transient unit under a service
+    /// manager (`ferryd-fanotify-holder`, `ferryd-cachefiles-holder`; with a hash of the state
+    /// directory when it is not the default one, so two ferryds never share a unit), else a child.
+    static func holderLaunch(kind: String, state: String, underServiceManager: Bool) -> FanotifyGroupHolder.Launch {
+        guard underServiceManager else { return .childProcess }
+        guard state != "/var/lib/ferry" else { return .transientUnit(name: "ferryd-\(kind)-holder") }
+        var hash: UInt32 = 2_166_136_261  // FNV-1a
+        for byte in state.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return .transientUnit(name: "ferryd-\(kind)-holder-" + String(hash, radix: 16))
+    }
+
+    /// Starts the holder. Without a service manager ferryd relies on it and fails without it;
+    /// under one, the descriptor store still covers restarts and crashes, so a holder unit that
+    /// cannot start is a warning (`systemctl stop ferryd` then ends the kernel state).
+    static func startHolder(holding descriptor: FileDescriptor, socketPath: String, launch: FanotifyGroupHolder.Launch,
+                            logger: Logger) throws {
+        do {
+            try FanotifyGroupHolder.startHolder(holding: descriptor, socketPath: socketPath, launch: launch)
+            if case let .transientUnit(name) = launch {
+                logger.info("kernel descriptor also held by a unit of its own, which `systemctl stop ferryd` leaves running",
+                            metadata: ["unit": "\(name).service"])
+            }
+        } catch {
+            guard case let .transientUnit(name) = launch else { throw error }
+            logger.warning("""
+                cannot start the holder unit: restarts and crashes keep the kernel state (descriptor store), but \
+                `systemctl stop ferryd` will end it (fanotify: unfetched ranges then read as zeros; fscache: the mounts fail with EIO)
+                """, metadata: ["unit": "\(name).service", "error": "\(error)"])
+        }
+    }
+
     /// Creates the state directory 0700 (or makes an existing one 0700): it holds registry
     /// credentials' effects (bootstraps, chunks, cache files) and the sockets' neighbours, and
     /// only root has business there, whatever the umask of whoever started ferryd.

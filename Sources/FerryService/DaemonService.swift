@@ -25,7 +25,7 @@ public enum DaemonService {
         let inherited = SystemdListenDescriptors.take()
         let systemd = SystemdService.fromEnvironment(logger: logger)
         let daemon = try await DaemonAssembly.make(configuration: configuration, logger: logger, inherited: inherited,
-                                             holdGroupInProcess: !systemd.isActive)
+                                             underServiceManager: systemd.isActive)
         try await daemon.start()
         var services: [any Service] = [KernelBackendService(daemon: daemon)]
         if case let socket = configuration.snapshotterSocketPath, !socket.isEmpty {

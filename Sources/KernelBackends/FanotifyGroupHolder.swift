@@ -57,20 +57,46 @@ public enum FanotifyGroupHolder {
         return fd
     }
 
+    /// Where a holder process runs.
+    public enum Launch: Sendable, Equatable {
+        /// A child of ferryd that leaves its session (no service manager): only a SIGKILL aimed
+        /// at it, or a reboot, ends it.
+        case childProcess
+        /// A transient service of its own (`systemd-run --unit=NAME`), outside ferryd's unit.
+        /// Under systemd the descriptor store keeps the descriptor across restarts, crashes and
+        /// watchdog kills, but systemd before 254 empties the store when the service is
+        /// *stopped*: a holder in ferryd's own cgroup would be killed with it, so it gets a unit
+        /// that `systemctl stop ferryd` leaves alone (Kernel-Notes/failover.md).
+        case transientUnit(name: String)
+    }
+
     /// Starts a holder process (this executable with `hold-group`) and hands it `group`.
-    public static func startHolder(for group: FanotifyGroup, socketPath: String, executable: String = "/proc/self/exe") throws {
-        try startHolder(holding: group.descriptor, socketPath: socketPath, executable: executable)
+    public static func startHolder(for group: FanotifyGroup, socketPath: String, launch: Launch = .childProcess) throws {
+        try startHolder(holding: group.descriptor, socketPath: socketPath, launch: launch)
     }
 
     /// Starts a holder process (this executable with `hold-group`) and hands it `descriptor`.
-    public static func startHolder(holding descriptor: FileDescriptor, socketPath: String, executable: String = "/proc/self/exe") throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["hold-group", "--socket", socketPath]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+    public static func startHolder(holding descriptor: FileDescriptor, socketPath: String, launch: Launch = .childProcess) throws {
+        switch launch {
+        case .childProcess:
+            try run("/proc/self/exe", ["hold-group", "--socket", socketPath], waitForExit: false)
+        case let .transientUnit(name):
+            // The unit execs this very binary through our /proc entry (still valid while we run,
+            // also after an upgrade replaced the file on disk).
+            let arguments = ["--unit=\(name)", "--collect", "--quiet",
+                             "--description=Ferry: keeps ferryd's kernel descriptor while no ferryd runs",
+                             "--property=KillSignal=SIGKILL", "--property=OOMScoreAdjust=-1000",
+                             "--", "/proc/\(ProcessInfoRaw.pid)/exe", "hold-group", "--socket", socketPath]
+            let systemdRun = ["/usr/bin/systemd-run", "/bin/systemd-run"].first { FileManager.default.isExecutableFile(atPath: $0) }
+            guard let systemdRun else { throw SystemError.syscall("systemd-run not found (needed to keep the kernel descriptor outside ferryd's unit)", errno: 2) }
+            if try run(systemdRun, arguments, waitForExit: true) != 0 {
+                // A holder unit of an earlier ferryd whose socket no longer answers (else its
+                // descriptor would have been taken over): it holds nothing anyone can reach.
+                _ = try? run("/usr/bin/systemctl", ["stop", "\(name).service"], waitForExit: true)
+                let status = try run(systemdRun, arguments, waitForExit: true)
+                guard status == 0 else { throw SystemError.syscall("systemd-run --unit=\(name) exited with \(status)", errno: 5) }
+            }
+        }
         // Up to 30 s: starting a large binary in a slow (emulated, loaded) machine took over the
         // 2 s this once allowed, and ferryd then refused to start.
         for _ in 0..<3000 {
@@ -83,6 +109,21 @@ public enum FanotifyGroupHolder {
             usleep(10_000)
         }
         throw SystemError.syscall("fanotify group holder did not start at \(socketPath)", errno: 110)
+    }
+
+    /// Starts `executable`; with `waitForExit`, returns its exit status (else 0 once started).
+    @discardableResult
+    private static func run(_ executable: String, _ arguments: [String], waitForExit: Bool) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        guard waitForExit else { return 0 }
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 
     /// Answers permission events that a dead ferryd had read but not answered, with EIO, so their
