@@ -103,8 +103,9 @@ final class GuestReaders: @unchecked Sendable {
     func hasStartedReading(_ mount: String) -> Bool { lock.withLock { firstReadIssued.contains(mount) } }
     /// Seconds the oldest `read(2)` in progress has waited so far (0 when none is in progress).
     var oldestReadInProgress: Double {
+        // A read may start between taking `now` and taking the lock: it has waited 0 s.
         let now = Self.now
-        return lock.withLock { inFlight.values.map { Double(now - $0) / 1e9 }.max() ?? 0 }
+        return lock.withLock { inFlight.values.map { Double(now > $0 ? now - $0 : 0) / 1e9 }.max() ?? 0 }
     }
 
     static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
