@@ -67,17 +67,24 @@ public final class SystemdService: Sendable {
     /// `STOPPING=1` before a graceful stop.
     public func stopping(status: String) { send(["STOPPING=1", "STATUS=\(status)"]) }
 
-    /// Starts the task that pings the watchdog while `healthProblem` returns nil and refreshes
-    /// the status line. Without a watchdog it only refreshes the status every 5 s. A task, not a
-    /// thread of its own: if ferryd's tasks stop running (the cooperative pool blocked), the pings
-    /// stop too and the service manager restarts ferryd, as a watchdog should.
+    /// Starts the task that pings the watchdog (every half `WatchdogSec`) while `healthProblem`
+    /// returns nil, and refreshes the status line every second (sent only when it changed, so
+    /// `systemctl status` shows a new mount within a second). A task, not a thread of its own: if
+    /// ferryd's tasks stop running (the cooperative pool blocked), the pings stop too and the
+    /// service manager restarts ferryd, as a watchdog should.
     public func startHeartbeat(healthProblem: @escaping @Sendable () -> String?, status: @escaping @Sendable () -> String) {
         guard notifier != nil else { return }
-        let interval = watchdogMicroseconds.map { max(10_000, $0 / 2) } ?? 5_000_000
+        let pingInterval = watchdogMicroseconds.map { max(10_000, $0 / 2) }
+        let tick = min(pingInterval ?? 1_000_000, 1_000_000)
         Task.detached { [self] in
+            var sincePing: UInt64 = 0
             while !Task.isCancelled {
-                try? await Task.sleep(for: .microseconds(interval))
-                beat(healthProblem: healthProblem())
+                try? await Task.sleep(for: .microseconds(tick))
+                sincePing += tick
+                if let pingInterval, sincePing >= pingInterval {
+                    sincePing = 0
+                    beat(healthProblem: healthProblem())
+                }
                 self.status(status())
             }
         }

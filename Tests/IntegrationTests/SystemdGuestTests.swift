@@ -200,8 +200,17 @@ import Testing
         defer { if !readers.stop(timeout: 120) { Self.note("readers still blocked at the end") } }
         try Self.wait("a first pass of the base mount", timeout: 600) { readers.passes(base) >= 1 }
         Self.note("image: \(readers.fileCount) files, \(readers.referenceBytes) bytes ; first lazy pass of the base mount: \(Self.format(Self.seconds(since: start))) s")
-        let status2 = try Self.sh("systemctl status ferryd --no-pager -l", check: false).output
-        Self.note("status with a mount: \(status2.split(separator: "\n").first { $0.contains("Status: \"") }.map { $0.trimmingCharacters(in: .whitespaces) } ?? "(none)")")
+        // ferryd refreshes STATUS= every second: the mount shows up in `systemctl status`.
+        var status2 = ""
+        do {
+            try Self.wait("`systemctl status` to show the mount", timeout: 60) {
+                status2 = try Self.sh("systemctl show -p StatusText --value ferryd", check: false).output
+                return status2.contains("serving 1 mount(s) of 1 image(s)")
+            }
+        } catch {
+            Issue.record("systemctl status does not show the mount: \(status2)")
+        }
+        Self.note("status with a mount: \(status2.trimmingCharacters(in: .whitespacesAndNewlines))")
 
         // --- Restarts and SIGKILLs under the readers. ---
         var names: [String] = []
