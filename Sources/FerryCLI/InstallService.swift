@@ -63,6 +63,10 @@ struct InstallService: ParsableCommand {
 # backend (the fanotify group, or /dev/cachefiles) to systemd's descriptor store (FDSTORE=1)
 # and takes it back from LISTEN_FDS when it starts again; mounts are re-attached from
 # /var/lib/ferry/mounts.json. Upgrade: replace the binary, then `systemctl restart ferryd`.
+# systemd before 254 empties the descriptor store on `systemctl stop`: so the first ferryd also
+# hands the descriptor to a transient unit of its own (ferryd-fanotify-holder.service or
+# ferryd-cachefiles-holder.service, via systemd-run), which a stop leaves running; readers wait
+# until the next start. To let go of everything: unmount, then stop ferryd and that unit.
 #
 # Deliberately absent: every directive that gives the service its own mount namespace
 # (ProtectSystem=, ProtectHome=, PrivateTmp=, PrivateDevices=, PrivateMounts=, ReadWritePaths=,
