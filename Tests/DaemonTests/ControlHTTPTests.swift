@@ -14,9 +14,14 @@ import Testing
     }
 
     static func curlBlocking(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        try runCapturingOutput("/usr/bin/curl", ["-sS"] + arguments)
+    }
+
+    /// Runs `executable` and returns its exit status and standard output.
+    static func runCapturingOutput(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-sS"] + arguments
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -80,15 +85,7 @@ import Testing
 
     /// The Send-Q column of the one listening socket `ss arguments` lists: its backlog.
     static func listenQueueDepth(_ arguments: [String]) throws -> Int32? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ss"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+        let lines = try runCapturingOutput("/usr/bin/env", ["ss"] + arguments).output.split(separator: "\n")
         guard lines.count == 1 else { return nil }
         // Unix: Netid State Recv-Q Send-Q ...; TCP (-t): State Recv-Q Send-Q ...
         let fields = lines[0].split(separator: " ", omittingEmptySubsequences: true)

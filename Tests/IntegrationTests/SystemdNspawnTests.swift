@@ -36,17 +36,7 @@ import Testing
             "--env", "FERRY_BIN=\(Build.binDirectory)", "--env", "FERRY_SYSTEMD_ROUNDS=\(rounds)",
             "--", Build.binDirectory + "/FerryPackageTests.xctest", "--testing-library", "swift-testing", "--filter", "SystemdGuestTests",
         ])
-        let wall = Date().timeIntervalSince(started)
-        let console = (try? String(contentsOfFile: out + "/console.log", encoding: .utf8)) ?? ""
-        let figures = (try? String(contentsOfFile: out + "/systemd-figures.txt", encoding: .utf8)) ?? ""
-        // Kept after the workspace is gone, for whoever reads a failure.
-        for name in ["console.log", "journal.log", "systemd-figures.txt"] {
-            try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "ferry-systemd-nspawn-" + name)
-            try? FileManager.default.copyItem(atPath: out + "/" + name, toPath: NSTemporaryDirectory() + "ferry-systemd-nspawn-" + name)
-        }
-        print("systemd-nspawn figures (fanotify, \(rounds) rounds, container run \(String(format: "%.0f", wall)) s):\n\(figures)")
-        #expect(result.status == 0, "container run failed (status \(result.status)):\n\((result.stdout + result.stderr).suffix(2000))\n--- console ---\n\(console.suffix(12000))")
-        #expect(figures.contains("readers across"), "the guest suite left no figures; console:\n\(console.suffix(6000))")
-        #expect(console.contains("passed") && !console.contains("SKIPPED"), "guest suite did not pass:\n\(console.suffix(6000))")
+        SystemdVMTests.checkGuestRun(result, out: out, name: "systemd-nspawn",
+                                     heading: "fanotify, \(rounds) rounds, container run \(String(format: "%.0f", Date().timeIntervalSince(started))) s")
     }
 }

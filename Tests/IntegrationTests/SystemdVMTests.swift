@@ -58,17 +58,22 @@ import Testing
             "--env", "FERRY_BIN=\(Build.binDirectory)", "--env", "FERRY_SYSTEMD_ROUNDS=\(rounds)",
             "--", Build.binDirectory + "/FerryPackageTests.xctest", "--testing-library", "swift-testing", "--filter", "SystemdGuestTests",
         ])
-        let wall = Date().timeIntervalSince(started)
+        Self.checkGuestRun(result, out: out, name: "systemd-vm", heading: "\(rounds) rounds, guest run \(String(format: "%.0f", Date().timeIntervalSince(started))) s")
+    }
+
+    /// What a run of `SystemdGuestTests` under systemd (`Tools/vm --systemd` or `Tools/nspawn`)
+    /// left in `out`: keeps its console, journal and figures as `$TMPDIR/NAME-*` after the
+    /// workspace is gone, prints the figures under "NAME figures (HEADING):", and expects the run
+    /// to have passed — really run, not skipped: the guest suite leaves its figures.
+    static func checkGuestRun(_ result: Shell.Result, out: String, name: String, heading: String) {
         let console = (try? String(contentsOfFile: out + "/console.log", encoding: .utf8)) ?? ""
         let figures = (try? String(contentsOfFile: out + "/systemd-figures.txt", encoding: .utf8)) ?? ""
-        // Kept after the workspace is gone, for whoever reads a failure.
-        for name in ["console.log", "journal.log", "systemd-figures.txt"] {
-            try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "ferry-systemd-vm-" + name)
-            try? FileManager.default.copyItem(atPath: out + "/" + name, toPath: NSTemporaryDirectory() + "ferry-systemd-vm-" + name)
+        for file in ["console.log", "journal.log", "systemd-figures.txt"] {
+            try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "ferry-\(name)-" + file)
+            try? FileManager.default.copyItem(atPath: out + "/" + file, toPath: NSTemporaryDirectory() + "ferry-\(name)-" + file)
         }
-        print("systemd-vm figures (\(rounds) rounds, guest run \(String(format: "%.0f", wall)) s):\n\(figures)")
-        #expect(result.status == 0, "guest run failed (status \(result.status)):\n\((result.stdout + result.stderr).suffix(2000))\n--- console ---\n\(console.suffix(12000))")
-        // The guest suite must really have run (not skipped): it leaves its figures.
+        print("\(name) figures (\(heading)):\n\(figures)")
+        #expect(result.status == 0, "\(name) run failed (status \(result.status)):\n\((result.stdout + result.stderr).suffix(2000))\n--- console ---\n\(console.suffix(12000))")
         #expect(figures.contains("readers across"), "the guest suite left no figures; console:\n\(console.suffix(6000))")
         #expect(console.contains("passed") && !console.contains("SKIPPED"), "guest suite did not pass:\n\(console.suffix(6000))")
     }
