@@ -38,6 +38,8 @@ public final class AccessTrace: Sendable {
     /// Most entries kept.
     public let limit: Int
     private let startInstant: ContinuousClock.Instant
+    /// Chunks per blob: what `record` accepts.
+    private let chunkCounts: [Int]
 
     private struct State {
         /// Per blob, one bit per chunk: set once the chunk was recorded (or counted as overflow).
@@ -52,17 +54,17 @@ public final class AccessTrace: Sendable {
         started = Date()
         startInstant = ContinuousClock.now
         self.limit = max(0, limit)
-        state = Mutex(State(seen: chunkCounts.map { [UInt64](repeating: 0, count: ($0 + 63) / 64) }))
+        self.chunkCounts = chunkCounts.map { max(0, $0) }
+        state = Mutex(State(seen: self.chunkCounts.map { [UInt64](repeating: 0, count: ($0 + 63) / 64) }))
     }
 
     /// Records each chunk of `chunks` of blob `blob` that was not recorded before, in index order.
     /// Indexes outside the blob are ignored.
     public func record(blob: Int, chunks: Range<Int>) {
-        guard !chunks.isEmpty else { return }
+        guard blob >= 0, blob < chunkCounts.count else { return }
+        let upper = min(chunks.upperBound, chunkCounts[blob])
+        guard chunks.lowerBound >= 0, chunks.lowerBound < upper else { return }
         state.withLock { s in
-            guard blob >= 0, blob < s.seen.count else { return }
-            let upper = min(chunks.upperBound, s.seen[blob].count * 64)
-            guard chunks.lowerBound >= 0, chunks.lowerBound < upper else { return }
             var now: UInt64?
             for chunk in chunks.lowerBound..<upper {
                 let word = chunk >> 6, bit = UInt64(1) << UInt64(chunk & 63)
