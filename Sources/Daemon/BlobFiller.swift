@@ -42,6 +42,8 @@ public final class BlobFiller: Sendable {
     private let limits: FillLimits
     private let gate: FetchGate
     public let stats: FillStatistics
+    /// Where the kernel's requests for this blob are traced (nil: not traced, e.g. prefetch).
+    public let trace: BlobAccessTrace?
 
     private struct State {
         var present: [Bool]
@@ -55,8 +57,10 @@ public final class BlobFiller: Sendable {
     /// - Parameters:
     ///   - present: chunks already in the sink (e.g. found in the cache file after a restart).
     ///   - gate: bounds concurrent fetches across all blobs of the daemon.
+    ///   - trace: where `recordAccess` notes the chunks the kernel asks for.
     public init(blob: BlobInfo, store: ChunkStore?, sources: [any ChunkSource], sink: any ChunkSink,
-                limits: FillLimits = FillLimits(), gate: FetchGate, stats: FillStatistics, present: [Bool]? = nil) {
+                limits: FillLimits = FillLimits(), gate: FetchGate, stats: FillStatistics, present: [Bool]? = nil,
+                trace: BlobAccessTrace? = nil) {
         self.blob = blob
         name = "sha256:\(blob.hexDigest)"
         self.store = store
@@ -65,6 +69,7 @@ public final class BlobFiller: Sendable {
         self.limits = limits
         self.gate = gate
         self.stats = stats
+        self.trace = trace
         let initial = present.flatMap { $0.count == blob.chunks.count ? $0 : nil } ?? [Bool](repeating: false, count: blob.chunks.count)
         state = Mutex(State(present: initial))
     }
@@ -78,6 +83,13 @@ public final class BlobFiller: Sendable {
     /// Marks chunks as present without fetching (the backend found them in its cache).
     public func markPresent(_ indexes: some Sequence<Int>) {
         state.withLock { s in for i in indexes where i < s.present.count { s.present[i] = true } }
+    }
+
+    /// A kernel request asked for `range`: counts its bytes and traces the chunks it covers
+    /// (before the fill, so the trace keeps the order of requests, not of completions).
+    public func recordAccess(_ range: Range<UInt64>) {
+        stats.bytesRequested.add(Int(range.upperBound - range.lowerBound))
+        trace?.record(chunks: blob.chunkIndexes(overlapping: range))
     }
 
     /// Makes every chunk overlapping `range` present in the sink. Throws (naming blob and chunk)

@@ -53,6 +53,21 @@ extension FerryDaemon {
                 return .error("ferryd keeps no local caches (chunk_store is off and the backend has none)", status: 409)
             }
             return .json(report)
+        case ("GET", "/trace"):
+            let image: RegisteredImage
+            do {
+                image = try tracedImage(mountpoint: request.query["mount"], image: request.query["image"])
+            } catch {
+                switch error {
+                case let .notFound(message): return .error(message, status: 404)
+                case let .ambiguous(message): return .error(message, status: 400)
+                }
+            }
+            do {
+                return .json(try await traceReport(of: image))
+            } catch {
+                return .error("cannot read the bootstrap of \(image.reference): \(error)", status: 500)
+            }
         case ("DELETE", "/mounts"):
             guard let path = request.query["path"] else { return .error("missing ?path=MOUNTPOINT", status: 400) }
             do {

@@ -80,6 +80,10 @@ public final class RegisteredImage: Sendable {
     public let stats: FillStatistics
     /// Hex digest of the bootstrap layer the image was registered from (nil when unknown).
     public let bootstrapDigest: String?
+    /// The chunks the kernel read first, in order, from the image's registration (its first mount) on.
+    /// With fanotify, a blob cache file shared with an image mounted earlier records into that
+    /// image's trace, as its fill statistics do.
+    public let trace: AccessTrace
 
     public init(id: String, reference: String, bootstrapPath: String, metadata: BootstrapMetadata,
                 sources: [any ChunkSource], stats: FillStatistics = FillStatistics(), bootstrapDigest: String? = nil) {
@@ -91,5 +95,11 @@ public final class RegisteredImage: Sendable {
         self.blobCacheKeys = metadata.blobs.map(\.cacheKey)
         self.sources = sources
         self.stats = stats
+        self.trace = AccessTrace(chunkCounts: metadata.blobs.map(\.chunks.count))
+    }
+
+    /// Where a backend records kernel requests for `blob` (found by digest; nil if not the image's).
+    public func accessTrace(of blob: BlobInfo) -> BlobAccessTrace? {
+        metadata.blobs.firstIndex { $0.digest == blob.digest }.map { trace.blob($0) }
     }
 }

@@ -26,14 +26,8 @@ public final class Prefetcher: Sendable {
         let reader = try ImageReader(path: bootstrap)
         var wanted: [Int: Set<Int>] = [:]
         func add(_ inode: Inode) throws {
-            guard inode.type == .regular else { return }
-            for reference in try reader.chunks(of: inode) {
-                guard case let .stored(device, block) = reference, device >= 1, Int(device) <= metadata.blobs.count else { continue }
-                let blobIndex = Int(device) - 1
-                let offset = UInt64(block) * blobBlockSize
-                for index in metadata.blobs[blobIndex].chunkIndexes(overlapping: offset ..< offset + 1) {
-                    wanted[blobIndex, default: []].insert(index)
-                }
+            for chunk in try FileChunks.of(inode, in: reader, metadata: metadata) {
+                wanted[chunk.blob, default: []].insert(chunk.chunk)
             }
         }
         for path in paths {

@@ -8,7 +8,7 @@ public struct FerryCommand: ParsableCommand {
         commandName: "ferry",
         abstract: "Convert container images for lazy loading on EROFS, and inspect, check and export them.",
         subcommands: [Convert.self, Inspect.self, Check.self, Export.self, Materialize.self, MountImage.self, UnmountImage.self,
-                      Status.self, CollectGarbage.self, InstallService.self, InstallContainerd.self, Pull.self, Push.self, RangeBench.self, BlobBench.self])
+                      Status.self, Trace.self, CollectGarbage.self, InstallService.self, InstallContainerd.self, Pull.self, Push.self, RangeBench.self, BlobBench.self])
     public init() {}
 }
 

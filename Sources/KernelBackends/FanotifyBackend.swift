@@ -161,7 +161,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             let present = try verifiedChunks(of: blob, in: fd)
             let sink = CacheFileSink(descriptor: fd)
             let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, limits: limits, gate: gate,
-                                    stats: image.stats, present: present)
+                                    stats: image.stats, present: present, trace: image.accessTrace(of: blob))
             // Warm start: chunks the store has go into the file before it is marked, so reads raise no events.
             if let store {
                 for (i, chunk) in blob.chunks.enumerated() where !present[i] {
@@ -348,7 +348,7 @@ public final class FanotifyBackend: KernelBackend, HandsOverDescriptors, Reports
             defer { file.handle.release() }
             do {
                 if start < end {
-                    file.filler.stats.bytesRequested.add(Int(end - start))
+                    file.filler.recordAccess(start ..< end)
                     try await file.filler.fill(start ..< end)
                 }
                 if let slot { journal?.clear(slot) }

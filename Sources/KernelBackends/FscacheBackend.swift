@@ -240,7 +240,8 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors, DetectsL
                 object = FscacheObject(key: key, descriptor: anonymous, size: try file.size(), source: .file(file, stats))
             case let .blob(blob, image):
                 let sink = FscacheSink(descriptor: anonymous, ring: ring)
-                let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, limits: limits, gate: gate, stats: image.stats)
+                let filler = BlobFiller(blob: blob, store: store, sources: image.sources, sink: sink, limits: limits, gate: gate, stats: image.stats,
+                                        trace: image.accessTrace(of: blob))
                 object = FscacheObject(key: key, descriptor: anonymous, size: blob.uncompressedSize, source: .filler(filler))
             }
             objects.withLock { $0[message.objectID] = object }
@@ -260,7 +261,7 @@ public final class FscacheBackend: KernelBackend, HandsOverDescriptors, DetectsL
             if offset < end {
                 switch object.source {
                 case let .filler(filler):
-                    filler.stats.bytesRequested.add(Int(end - offset))
+                    filler.recordAccess(offset ..< end)
                     try await filler.fill(offset ..< end)
                 case let .file(file, stats):
                     stats.bytesRequested.add(Int(end - offset))
