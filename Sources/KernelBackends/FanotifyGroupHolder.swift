@@ -70,11 +70,6 @@ public enum FanotifyGroupHolder {
         case transientUnit(name: String)
     }
 
-    /// Starts a holder process (this executable with `hold-group`) and hands it `group`.
-    public static func startHolder(for group: FanotifyGroup, socketPath: String, launch: Launch = .childProcess) throws {
-        try startHolder(holding: group.descriptor, socketPath: socketPath, launch: launch)
-    }
-
     /// Starts a holder process (this executable with `hold-group`) and hands it `descriptor`.
     public static func startHolder(holding descriptor: FileDescriptor, socketPath: String, launch: Launch = .childProcess) throws {
         switch launch {
